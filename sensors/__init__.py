@@ -1,0 +1,25 @@
+"""Passive sensors: capture sources, decode, TCP reassembly, flows, one module per protocol, assets.
+
+Adding a protocol = one module implementing the interface in `sensors/base.py` + one line in
+`PROTOCOLS` below + golden files for its captures. Order matters only for payload-shape probes on
+unusual ports: the first module whose `probe()` accepts a flow's payload gets it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# name -> module path. The visible registry of every protocol the sensor parses.
+_REGISTRY = {
+    "modbus": "sensors.modbus",
+    "s7comm": "sensors.s7comm",
+}
+
+PROTOCOLS: dict[str, ModuleType] = {}
+for _name, _path in _REGISTRY.items():
+    try:
+        PROTOCOLS[_name] = importlib.import_module(_path)
+    except ModuleNotFoundError as _e:      # a module still being written: keep the others usable
+        if _e.name != _path:
+            raise

@@ -1,0 +1,184 @@
+"""Capture sources: pcap, pcapng and gzip-compressed files (scapy's raw readers), and live interfaces.
+
+scapy's readers stop silently at a truncated record or a broken gzip stream; `read_capture` watches
+the bytes they consume so that such a file ends in a `CaptureError` naming the file and the frame,
+after every complete frame before it has been yielded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import signal
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from icsight.errors import CaptureError
+
+log = logging.getLogger(__name__)
+
+MTU = 0xFFFF   # scapy's read size cap for one record
+
+
+class Frame(NamedTuple):
+    """One captured frame: 1-based number (as tshark counts), epoch seconds, bytes, link type."""
+
+    number: int
+    ts: float
+    data: bytes
+    linktype: int
+
+
+class _WatchedFile:
+    """A read-only file wrapper that remembers how far reads got and whether the stream broke."""
+
+    def __init__(self, f: IO[bytes], name: str) -> None:
+        self.f, self.name = f, name
+        self.pos = 0
+        self.error: str | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            b = self.f.read(n)
+        except (EOFError, OSError, zlib.error) as e:
+            self.error = f"{type(e).__name__}: {e}"
+            raise EOFError(str(e)) from e
+        self.pos += len(b)
+        return b
+
+    def peek(self, n: int = 1) -> bytes:    # scapy peeks at the magic of plain files
+        return self.f.peek(n) if hasattr(self.f, "peek") else b""
+
+    def seek(self, *a: int) -> int:
+        return self.f.seek(*a)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _open(path: Path) -> _WatchedFile:
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through the wrapper
+    if raw.peek(2)[:2] == b"\x1f\x8b":
+        return _WatchedFile(gzip.GzipFile(fileobj=raw), str(path))
+    return _WatchedFile(raw, str(path))
+
+
+def read_capture(path: str | Path) -> Iterator[Frame]:
+    """Yield every frame of a pcap / pcapng / .gz capture.
+
+    :raise CaptureError: the file is missing, not a capture, or breaks off (truncated record, corrupt
+        block or compressed stream); raised after every complete frame before the break was yielded.
+    """
+    from scapy.error import Scapy_Exception
+    from scapy.utils import RawPcapNgReader, RawPcapReader
+
+    path = Path(path)
+    if not path.exists():
+        raise CaptureError(str(path), None, "no such file")
+    wf = _open(path)
+    try:
+        try:
+            reader = RawPcapReader(wf)
+        except (Scapy_Exception, EOFError) as e:
+            raise CaptureError(str(path), None, f"not a pcap/pcapng capture ({wf.error or e})") from e
+        ng = isinstance(reader, RawPcapNgReader)
+        n = 0
+        ok_pos = wf.pos
+        while True:
+            try:
+                data, meta = reader._read_packet()
+            except EOFError:
+                break
+            except Scapy_Exception as e:
+                raise CaptureError(str(path), n + 1, f"corrupt record: {e}") from e
+            n += 1
+            if ng:
+                tsresol = meta.tsresol or 1_000_000
+                ts = ((meta.tshigh << 32) | meta.tslow) / tsresol
+                linktype = meta.linktype
+                caplen = len(data)
+            else:
+                ts = meta.sec + meta.usec / (1e9 if reader.nano else 1e6)
+                linktype = reader.linktype
+                caplen = meta.caplen
+                if len(data) < min(caplen, MTU):
+                    raise CaptureError(str(path), n, f"record truncated: {len(data)} of {caplen} bytes")
+            yield Frame(n, ts, data, linktype)
+            ok_pos = wf.pos
+        if wf.error:
+            raise CaptureError(str(path), n + 1, f"compressed stream broken ({wf.error})")
+        if wf.pos > ok_pos:
+            raise CaptureError(str(path), n + 1, f"file ends inside a record ({wf.pos - ok_pos} stray bytes)")
+    finally:
+        wf.close()
+
+
+def capture_size(path: str | Path) -> int:
+    """Bytes on disk (for the progress bar)."""
+    return os.path.getsize(path)
+
+
+class LiveCapture:
+    """Frames from a live interface (scapy's L2 listen socket with a BPF filter) until stopped.
+
+    `run(handle)` calls `handle(frame)` for each frame and returns after `stop()`, SIGINT or SIGTERM,
+    or `count` frames; the caller then flushes what it has.
+    """
+
+    def __init__(self, iface: str, bpf: str | None = None, count: int = 0) -> None:
+        self.iface, self.bpf, self.count = iface, bpf, count
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, handle: Callable[[Frame], None]) -> int:
+        """Capture until stopped; returns the number of frames handled.
+
+        :raise OSError: the interface cannot be opened (no such device, no permission).
+        """
+        from scapy.config import conf
+
+        sock = conf.L2listen(iface=self.iface, filter=self.bpf, promisc=True)
+        linktype = getattr(sock, "LL", None)
+        lt = 1
+        if linktype is not None and getattr(linktype, "__name__", "") == "CookedLinux":
+            lt = 113
+        n = 0
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            while not self._stop.is_set():
+                ready = sock.select([sock], 0.2)
+                if not ready:
+                    continue
+                try:
+                    res = sock.recv_raw()
+                except OSError as e:
+                    log.warning("live capture on %s: %s", self.iface, e)
+                    break
+                cls, data, ts = res
+                if data is None:
+                    continue
+                n += 1
+                if ts is None:
+                    import time
+
+                    ts = time.time()
+                handle(Frame(n, float(ts), bytes(data), lt))
+                if self.count and n >= self.count:
+                    break
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            sock.close()
+        return n
