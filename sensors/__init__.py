@@ -13,7 +13,17 @@ from types import ModuleType
 # name -> module path. The visible registry of every protocol the sensor parses.
 _REGISTRY = {
     "modbus": "sensors.modbus",
-    "s7comm": "sensors.s7comm",
+    "s7comm": "sensors.s7comm",          # also S7comm-plus (kind s7comm_plus)
+    "dnp3": "sensors.dnp3",
+    "iec104": "sensors.iec104",
+    "enip": "sensors.enip",              # EtherNet/IP + CIP (kinds enip, cip)
+    "opcua": "sensors.opcua",
+    "bacnet": "sensors.bacnet",
+    "mqtt": "sensors.mqtt",
+    "goose": "sensors.goose",
+    "mms": "sensors.mms",
+    "profinet_dcp": "sensors.profinet_dcp",
+    "omron_fins": "sensors.omron_fins",
 }
 
 PROTOCOLS: dict[str, ModuleType] = {}

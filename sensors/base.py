@@ -11,6 +11,23 @@ A protocol module (see `sensors/modbus.py`) declares:
     class UdpAnalyzer(Analyzer)    # per UDP flow: data() gets one whole datagram
     class L2Analyzer(FrameAnalyzer)  # once per sensor, for ETHERTYPES
 
+Event conventions (every protocol):
+- one transaction event per request/response pair, emitted when the response arrives (or when the
+  request expires); `src` is the requester. `fields` holds the protocol record plus
+  `status`: "paired" | "no_response" | "no_request" | "one_way" (messages that have no reply by
+  design: unsolicited responses, GOOSE, MQTT QoS 0 publish, broadcasts), and `latency` (seconds,
+  6 decimals) when paired.
+- `action` is one of icsight.events.ACTIONS.
+- point values for the process-value detectors: `fields["points"] = [{"ref": "hr:100", "value": 17},
+  ...]` where `ref` is stable for one point of one server ("<type>:<address>", protocol specific) and
+  `value` a number, bool or string; optional "quality", "time" (ISO), "type".
+- device identity learned from a message: `fields["identity"] = {"vendor", "product", "model",
+  "firmware", "hardware", "serial", "name", "order_number", ...}` (only the keys known) describing
+  the device at `fields["identity_of"]` ("dst" by default, i.e. the server answering; "src" for
+  announcements such as I-Am).
+- module attribute `ROLES = ("client", "server")`: what the requester and responder are called in
+  this protocol (("master", "outstation") for DNP3), used by the asset inventory.
+
 Analyzers never raise on traffic: malformed data becomes `conn.weird(...)` (a `weird` event plus a
 per-protocol counter). In tests `conftest.py` sets `base.DEBUG = True` so our own bugs raise there.
 """

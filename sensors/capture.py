@@ -40,6 +40,9 @@ class _WatchedFile:
         self.f, self.name = f, name
         self.pos = 0
         self.error: str | None = None
+        self.short_before_last = False   # a read other than the last came back short
+        self.last_got = 0
+        self.last_short = False
 
     def read(self, n: int = -1) -> bytes:
         try:
@@ -48,7 +51,15 @@ class _WatchedFile:
             self.error = f"{type(e).__name__}: {e}"
             raise EOFError(str(e)) from e
         self.pos += len(b)
+        if self.last_short:
+            self.short_before_last = True
+        self.last_short = n >= 0 and len(b) < n
+        self.last_got = len(b)
         return b
+
+    def ended_cleanly(self) -> bool:
+        """True when the stream ended exactly between records: only the final read came back empty."""
+        return not self.short_before_last and (not self.last_short or self.last_got == 0)
 
     def peek(self, n: int = 1) -> bytes:    # scapy peeks at the magic of plain files
         return self.f.peek(n) if hasattr(self.f, "peek") else b""
@@ -90,7 +101,6 @@ def read_capture(path: str | Path) -> Iterator[Frame]:
             raise CaptureError(str(path), None, f"not a pcap/pcapng capture ({wf.error or e})") from e
         ng = isinstance(reader, RawPcapNgReader)
         n = 0
-        ok_pos = wf.pos
         while True:
             try:
                 data, meta = reader._read_packet()
@@ -111,11 +121,10 @@ def read_capture(path: str | Path) -> Iterator[Frame]:
                 if len(data) < min(caplen, MTU):
                     raise CaptureError(str(path), n, f"record truncated: {len(data)} of {caplen} bytes")
             yield Frame(n, ts, data, linktype)
-            ok_pos = wf.pos
         if wf.error:
             raise CaptureError(str(path), n + 1, f"compressed stream broken ({wf.error})")
-        if wf.pos > ok_pos:
-            raise CaptureError(str(path), n + 1, f"file ends inside a record ({wf.pos - ok_pos} stray bytes)")
+        if not wf.ended_cleanly():
+            raise CaptureError(str(path), n + 1, "file ends inside a record (truncated capture)")
     finally:
         wf.close()
 

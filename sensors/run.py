@@ -102,3 +102,16 @@ def run_live(sensor: Sensor, iface: str, sinks: Sequence[Sink], bpf: str | None 
         sensor.end()
         total += _flush(sensor, sinks)
     return total
+
+
+def events_from_capture(path: str | Path, settings=None, observers: Sequence = ()) -> list[Event]:
+    """All events of one capture, in emission order (tests, golden files, small tools).
+
+    :raise CaptureError: as `read_captures`.
+    """
+    from icsight.settings import Settings
+
+    sensor = Sensor(settings or Settings(data_dir=Path(".")), observers=observers)
+    out: list[Event] = []
+    read_captures(sensor, [path], [out.extend])
+    return out
