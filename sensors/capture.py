@@ -36,8 +36,8 @@ class Frame(NamedTuple):
 class _WatchedFile:
     """A read-only file wrapper that remembers how far reads got and whether the stream broke."""
 
-    def __init__(self, f: IO[bytes], name: str) -> None:
-        self.f, self.name = f, name
+    def __init__(self, f: IO[bytes], name: str, raw: IO[bytes] | None = None) -> None:
+        self.f, self.name, self.raw = f, name, raw
         self.pos = 0
         self.error: str | None = None
         self.short_before_last = False   # a read other than the last came back short
@@ -72,12 +72,14 @@ class _WatchedFile:
 
     def close(self) -> None:
         self.f.close()
+        if self.raw is not None:
+            self.raw.close()
 
 
 def _open(path: Path) -> _WatchedFile:
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through the wrapper
     if raw.peek(2)[:2] == b"\x1f\x8b":
-        return _WatchedFile(gzip.GzipFile(fileobj=raw), str(path))
+        return _WatchedFile(gzip.GzipFile(fileobj=raw), str(path), raw)
     return _WatchedFile(raw, str(path))
 
 
