@@ -100,6 +100,8 @@ class Sensor:
         self.next_sweep = 0.0
         self.now = 0.0
         self.uid_counter = 0
+        self._tcp_idle = settings.tcp_idle_timeout
+        self._udp_idle = settings.udp_idle_timeout
 
     # ------------------------------------------------------------------ events
     def begin(self, capture: str) -> None:
@@ -322,6 +324,9 @@ class Sensor:
                                   Endpoint(_ip_str(dst), dport))
             key = src + dst + seg[0:4]
             hit = self.flows_tcp.get(key)
+            if hit is not None and ts - hit[0].last_ts > self._tcp_idle:
+                self._finish(self.flows_tcp, key, hit[0])      # idle past the timeout: a new flow
+                hit = None
             if hit is None:
                 hit = self._new_conn("tcp", src, dst, sport, dport, smac, dmac, ts, flags)
             conn, is_orig = hit
@@ -335,6 +340,9 @@ class Sensor:
             payload = seg[8:ulen] if 8 <= ulen <= len(seg) else seg[8:]
             key = src + dst + seg[0:4]
             hit = self.flows_udp.get(key)
+            if hit is not None and ts - hit[0].last_ts > self._udp_idle:
+                self._finish(self.flows_udp, key, hit[0])
+                hit = None
             if hit is None:
                 hit = self._new_conn("udp", src, dst, sport, dport, smac, dmac, ts, 0)
             conn, is_orig = hit
@@ -345,6 +353,9 @@ class Sensor:
         if proto in (1, 58):
             key = src + dst + b"\x00\x00\x00\x00"
             hit = self.flows_udp.get(key)
+            if hit is not None and ts - hit[0].last_ts > self._udp_idle:
+                self._finish(self.flows_udp, key, hit[0])
+                hit = None
             if hit is None:
                 hit = self._new_conn("icmp", src, dst, 0, 0, smac, dmac, ts, 0)
             conn, is_orig = hit
