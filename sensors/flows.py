@@ -22,6 +22,8 @@ MAX_HELD_SEGMENTS = 256
 MAX_FLOW_FRAMES = 1000            # origin.frames of a flow record lists at most this many frames
 
 SYN, ACK, FIN, RST = 0x02, 0x10, 0x01, 0x04
+# conn.log history letters (upper case: originator) -> a bit each, for a cheap "seen yet?" test
+HIST_BIT = {c: 1 << i for i, c in enumerate("SHADFRTGshadfrtg")}
 _SEQ_MOD = 1 << 32
 
 
@@ -48,7 +50,7 @@ class Conn:
     """One flow (TCP connection, UDP or ICMP pseudo-connection) and its analyzer."""
 
     __slots__ = (
-        "analyzer", "closed_ts", "first_ts", "frames", "frames_truncated", "gaps", "half", "hist",
+        "analyzer", "closed_ts", "first_ts", "frames", "frames_truncated", "gaps", "half", "hbits", "hist",
         "last_ts", "orig", "orig_bytes", "orig_ip_bytes", "orig_pkts", "proto", "protocol", "resp",
         "resp_bytes", "resp_ip_bytes", "resp_pkts", "retrans", "sensor", "service_probe", "uid",
     )
@@ -63,7 +65,8 @@ class Conn:
         self.orig_pkts = self.resp_pkts = 0
         self.orig_bytes = self.resp_bytes = 0         # payload bytes (TCP: by sequence space)
         self.orig_ip_bytes = self.resp_ip_bytes = 0
-        self.hist: list[str] = []
+        self.hist: list[str] = []                     # history letters in order of first occurrence
+        self.hbits = 0                                # the same letters as a bit set (HIST_BIT)
         self.frames: list[int] = []
         self.frames_truncated = False
         self.analyzer: Analyzer | None = None
@@ -90,7 +93,9 @@ class Conn:
         self.emit("weird", "error", fields, ts, frames, is_orig)
 
     def add_hist(self, c: str) -> None:
-        if c not in self.hist:
+        b = HIST_BIT[c]
+        if not self.hbits & b:
+            self.hbits |= b
             self.hist.append(c)
 
     def note_frame(self, frame: int) -> None:

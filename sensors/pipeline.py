@@ -20,7 +20,7 @@ from typing import Any
 from icsight.events import Endpoint, Event, Origin, make_event_id
 from icsight.settings import Settings
 from sensors import base
-from sensors.flows import ACK, FIN, RST, SYN, Conn, TcpHalf, seq_diff
+from sensors.flows import ACK, FIN, HIST_BIT, MAX_FLOW_FRAMES, RST, SYN, Conn, TcpHalf, seq_diff
 
 # Link types (tcpdump.org/linktypes.html)
 LINKTYPE_NULL = 0
@@ -42,6 +42,8 @@ _HH = struct.Struct("!HH")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _TCP = struct.Struct("!HHIIBB")
 _IPV6_FRAG = struct.Struct("!BxHI")
+
+_BIT_A, _BIT_D, _BIT_a, _BIT_d = HIST_BIT["A"], HIST_BIT["D"], HIST_BIT["a"], HIST_BIT["d"]
 
 FRAG_TIMEOUT = 30.0
 MAX_FRAG_DATAGRAMS = 1024
@@ -100,6 +102,7 @@ class Sensor:
         self.next_sweep = 0.0
         self.now = 0.0
         self.uid_counter = 0
+        self.nframes = 0
         self._tcp_idle = settings.tcp_idle_timeout
         self._udp_idle = settings.udp_idle_timeout
 
@@ -139,13 +142,14 @@ class Sensor:
                   src or Endpoint(), dst or Endpoint())
 
     def drain(self) -> list[Event]:
+        self.stats["frames"] = self.nframes
         out, self.out = self.out, []
         return out
 
     # ------------------------------------------------------------------ frames
     def packet(self, frame: int, ts: float, data: bytes, linktype: int = LINKTYPE_ETHERNET) -> None:
         """Process one captured frame (1-based frame number as tshark counts)."""
-        self.stats["frames"] += 1
+        self.nframes += 1
         self.now = ts
         if ts >= self.next_sweep:
             self.sweep(ts)
@@ -420,31 +424,63 @@ class Sensor:
 
     def _tcp(self, conn: Conn, is_orig: bool, flags: int, seq: int, ack: int, payload: bytes, ts: float,
              frames: int | list[int], ip_len: int) -> None:
-        self._count(conn, is_orig, ts, frames, 0, ip_len)
-        half, other = (conn.half[0], conn.half[1]) if is_orig else (conn.half[1], conn.half[0])
+        # Bookkeeping is inlined: this runs for every TCP packet.
+        conn.last_ts = ts
+        if isinstance(frames, int):
+            if len(conn.frames) < MAX_FLOW_FRAMES:
+                conn.frames.append(frames)
+            else:
+                conn.frames_truncated = True
+        else:
+            for f in frames:
+                conn.note_frame(f)
+        if is_orig:
+            conn.orig_pkts += 1
+            conn.orig_ip_bytes += ip_len
+            half, other = conn.half
+            bit_a, bit_d = _BIT_A, _BIT_D
+        else:
+            conn.resp_pkts += 1
+            conn.resp_ip_bytes += ip_len
+            other, half = conn.half
+            bit_a, bit_d = _BIT_a, _BIT_d
         if flags & SYN:
             conn.add_hist(("H" if is_orig else "h") if flags & ACK else ("S" if is_orig else "s"))
             if not half.syn:
                 half.syn = True
                 half.next_seq = (seq + 1) & 0xFFFFFFFF
                 half.isn_seen = True
-        elif flags & ACK and not payload and not flags & (FIN | RST):
-            conn.add_hist("A" if is_orig else "a")
+        elif not payload and flags & ACK and not flags & (FIN | RST) and not conn.hbits & bit_a:
+            conn.hbits |= bit_a
+            conn.hist.append("A" if is_orig else "a")
         if payload:
-            conn.add_hist("D" if is_orig else "d")
-            if half.next_seq is None:          # mid-stream start
-                half.next_seq = seq
-            self._segment(conn, is_orig, half, seq, payload, ts, frames)
+            if not conn.hbits & bit_d:
+                conn.hbits |= bit_d
+                conn.hist.append("D" if is_orig else "d")
+            nxt = half.next_seq
+            if nxt is None:          # mid-stream start
+                nxt = half.next_seq = seq
+            if seq == nxt and not half.held:     # in order: the common case
+                n = len(payload)
+                half.next_seq = (seq + n) & 0xFFFFFFFF
+                if is_orig:
+                    conn.orig_bytes += n
+                else:
+                    conn.resp_bytes += n
+                self._deliver(conn, is_orig, payload, ts, frames)
+            else:
+                self._segment(conn, is_orig, half, seq, payload, ts, frames)
         if flags & ACK and other.held and other.next_seq is not None and seq_diff(ack, other.next_seq) > 0:
             self._fill_gap(conn, not is_orig, other, ts, upto=ack)
-        if flags & FIN:
-            conn.add_hist("F" if is_orig else "f")
-            half.fin = True
-        if flags & RST:
-            conn.add_hist("R" if is_orig else "r")
-            half.rst = True
-        if (half.rst or (half.fin and other.fin)) and conn.closed_ts is None:
-            conn.closed_ts = ts
+        if flags & (FIN | RST):
+            if flags & FIN:
+                conn.add_hist("F" if is_orig else "f")
+                half.fin = True
+            if flags & RST:
+                conn.add_hist("R" if is_orig else "r")
+                half.rst = True
+            if (half.rst or (half.fin and other.fin)) and conn.closed_ts is None:
+                conn.closed_ts = ts
 
     def _segment(self, conn: Conn, is_orig: bool, half: TcpHalf, seq: int, payload: bytes, ts: float,
                  frames: int | list[int]) -> None:

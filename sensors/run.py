@@ -10,7 +10,7 @@ from typing import IO
 
 from icsight.errors import CaptureError
 from icsight.events import Event
-from sensors.capture import LiveCapture, capture_size, read_capture
+from sensors.capture import LiveCapture, capture_size, iter_frames
 from sensors.pipeline import SUPPORTED_LINKTYPES, Sensor
 
 log = logging.getLogger(__name__)
@@ -53,19 +53,23 @@ def read_captures(sensor: Sensor, paths: Iterable[str | Path], sinks: Sequence[S
             bar = tqdm(total=capture_size(path), unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
                        leave=False)
         try:
-            n, warned = 0, set()
-            for fr in read_capture(path):
-                if fr.linktype not in SUPPORTED_LINKTYPES and fr.linktype not in warned:
-                    warned.add(fr.linktype)
+            warned: set[int] = set()
+            packet, out = sensor.packet, sensor.out
+            nbytes = 0
+            for number, ts, data, linktype in iter_frames(path):
+                if linktype not in SUPPORTED_LINKTYPES and linktype not in warned:
+                    warned.add(linktype)
                     log.warning("%s: link type %d is not supported; its frames are counted only",
-                                path, fr.linktype)
-                sensor.packet(fr.number, fr.ts, fr.data, fr.linktype)
-                n += 1
-                if len(sensor.out) >= batch:
+                                path, linktype)
+                packet(number, ts, data, linktype)
+                if len(out) >= batch:
                     total += _flush(sensor, sinks)
-                if bar is not None and not n & 1023:
-                    bar.n = min(bar.total, n * (len(fr.data) + 16))
-                    bar.refresh()
+                    out = sensor.out
+                if bar is not None:
+                    nbytes += len(data) + 16
+                    if not number & 4095:
+                        bar.n = min(bar.total, nbytes)
+                        bar.refresh()
         except CaptureError:
             sensor.end()
             total += _flush(sensor, sinks)

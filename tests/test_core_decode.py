@@ -320,3 +320,28 @@ def test_event_json_round_trip_and_deterministic_ids(tmp_path):
     ids1 = [x.id for x in events_from_capture(p)]
     ids2 = [x.id for x in events_from_capture(p)]
     assert ids1 == ids2 and len(set(ids1)) == len(ids1)
+
+
+def test_fast_reader_agrees_with_scapy_on_every_shared_capture():
+    from sensors.capture import iter_frames
+    from tests.conftest import PCAPS, need_shared
+
+    caps = [p for p in sorted(need_shared(PCAPS).rglob("*")) if p.suffix in (".pcap", ".pcapng", ".cap")]
+    assert len(caps) > 50
+    for p in caps:
+        fast = [(n, round(t, 6), bytes(d), lt) for n, t, d, lt in iter_frames(p)]
+        ref = [(f.number, round(f.ts, 6), f.data, f.linktype) for f in read_capture(p)]
+        assert fast == ref, p
+
+
+def test_fast_reader_truncation(tmp_path):
+    from sensors.capture import iter_frames
+
+    p = tmp_path / "t.pcap"
+    _write_pcap(p, n=4)
+    p.write_bytes(p.read_bytes()[:-5])
+    got = []
+    with pytest.raises(CaptureError, match=r"t.pcap at frame 4: record truncated"):
+        for fr in iter_frames(p):
+            got.append(fr[0])
+    assert got == [1, 2, 3]

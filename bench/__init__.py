@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): the sensor against a peer (tshark) on the same capture, same run."""
