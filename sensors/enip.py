@@ -74,7 +74,7 @@ CM_SERVICES = {   # Connection Manager object (class 0x06), Vol. 1 3-5.5
     0x57: "Search_Connection_Data", 0x5A: "Get_Connection_Owner", 0x5B: "Large_Forward_Open",
 }
 TAG_SERVICES = {  # Rockwell Logix data access (1756-PM020) on symbolic paths / Symbol, Template objects
-    0x4B: "Execute_PCCC", 0x4C: "Read_Tag", 0x4D: "Write_Tag", 0x4E: "Read_Modify_Write_Tag",
+    0x4C: "Read_Tag", 0x4D: "Write_Tag", 0x4E: "Read_Modify_Write_Tag",
     0x52: "Read_Tag_Fragmented", 0x53: "Write_Tag_Fragmented", 0x55: "Get_Instance_Attribute_List",
 }
 FILE_SERVICES = { # File object (class 0x37), Vol. 1 5A-42
@@ -198,7 +198,9 @@ def service_name(code: int, cls: int | None, symbolic: bool) -> str:
         return CM_SERVICES[code]
     if cls == 0x37 and code in FILE_SERVICES:
         return FILE_SERVICES[code]
-    if (symbolic or cls in (0x6B, 0x6C, 0x67, None)) and code in TAG_SERVICES:
+    if cls == 0x67 and code == 0x4B:
+        return "Execute_PCCC"      # PCCC object (Rockwell, 1756-RM005)
+    if (symbolic or cls in (0x6B, None)) and code in TAG_SERVICES:
         return TAG_SERVICES[code]
     if cls == 0x01 and code == 0x4B:
         return "Flash_LEDs"
@@ -265,7 +267,13 @@ def parse_path(b: bytes, off: int, end: int) -> tuple[dict[str, Any], str | None
                 return p, f"reserved logical format in segment 0x{seg:02x}"
             if key == "element" and "symbols" in p:
                 p["symbols"][-1] += f"[{val}]"
-            elif key in p and key in ("class", "instance", "attribute"):
+            elif key == "class" and "class" in p:
+                # hierarchical path (e.g. Rockwell Program 0x68 / Routine 0x6A): the last class is the
+                # object addressed; the ones before it are kept as its parents
+                p.setdefault("parents", []).append({"class": p.pop("class"), "instance": p.pop("instance", None)})
+                p.pop("attribute", None)
+                p["class"] = val
+            elif key in p and key in ("instance", "attribute"):
                 p.setdefault("extra_" + key, []).append(val)
             else:
                 p[key] = val
@@ -679,7 +687,7 @@ class EnipAnalyzer(Analyzer):
         f: dict[str, Any] = {"service_code": code, "service": name}
         if cls is not None:
             f["class_id"], f["class"] = cls, _name(CLASSES, cls)
-        for k in ("instance", "attribute", "element", "connection_point", "route", "extra_class",
+        for k in ("instance", "attribute", "element", "connection_point", "route", "parents",
                   "extra_instance", "extra_attribute"):
             if k in path:
                 f[k] = path[k]

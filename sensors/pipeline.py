@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from icsight.events import Endpoint, Event, Origin, make_event_id
+from icsight.events import Endpoint, Event, Origin, id_prefix
 from icsight.settings import Settings
 from sensors import base
 from sensors.flows import ACK, FIN, HIST_BIT, MAX_FLOW_FRAMES, RST, SYN, Conn, TcpHalf, seq_diff
@@ -96,6 +96,8 @@ class Sensor:
         self.weird_counts: Counter[tuple[str, str]] = Counter()
         self.capture = ""
         self.index = 0
+        self.id_prefix = id_prefix(self.sensor_id, "")
+        self.kind_counts: dict[str, int] = {}
         self.flows_tcp: dict[bytes, tuple[Conn, bool]] = {}
         self.flows_udp: dict[bytes, tuple[Conn, bool]] = {}
         self.frags: dict[tuple, dict[str, Any]] = {}
@@ -111,24 +113,25 @@ class Sensor:
         """Start a capture: event ids are (sensor, capture, index within the capture)."""
         self.capture = capture
         self.index = 0
+        self.id_prefix = id_prefix(self.sensor_id, capture)
 
     def emit(self, kind: str, action: str, fields: dict[str, Any], ts: float, frames: list[int],
              src: Endpoint, dst: Endpoint) -> None:
-        ev = Event(make_event_id(self.sensor_id, self.capture, self.index), ts, kind, self.tenant,
-                   self.sensor_id, src, dst, action, fields, Origin(self.capture, tuple(frames)))
+        ev = Event.fast(f"{self.id_prefix}{self.index:08x}", ts, kind, self.tenant, self.sensor_id, src, dst,
+                        action, fields, Origin(self.capture, tuple(frames)))
         self.index += 1
         self.out.append(ev)
-        self.stats["events." + kind] += 1
+        self.kind_counts[kind] = self.kind_counts.get(kind, 0) + 1
         for obs in self.observers:
             more = obs(ev)
             if more:
                 for m in more:
                     self.out.append(m)
-                    self.stats["events." + m.kind] += 1
+                    self.kind_counts[m.kind] = self.kind_counts.get(m.kind, 0) + 1
 
     def next_event_id(self) -> str:
         """An id for an event built outside `emit` (observers such as the asset inventory)."""
-        eid = make_event_id(self.sensor_id, self.capture, self.index)
+        eid = f"{self.id_prefix}{self.index:08x}"
         self.index += 1
         return eid
 
@@ -143,6 +146,8 @@ class Sensor:
 
     def drain(self) -> list[Event]:
         self.stats["frames"] = self.nframes
+        for k, v in self.kind_counts.items():
+            self.stats["events." + k] = v
         out, self.out = self.out, []
         return out
 
@@ -453,6 +458,10 @@ class Sensor:
         elif not payload and flags & ACK and not flags & (FIN | RST) and not conn.hbits & bit_a:
             conn.hbits |= bit_a
             conn.hist.append("A" if is_orig else "a")
+        if flags & ACK and other.held and other.next_seq is not None and seq_diff(ack, other.next_seq) > 0:
+            # The peer acknowledged past a hole: what it had received goes to the analyzer before this
+            # segment's own payload (a response must not overtake the request it answers).
+            self._fill_gap(conn, not is_orig, other, ts, upto=ack)
         if payload:
             if not conn.hbits & bit_d:
                 conn.hbits |= bit_d
@@ -470,8 +479,6 @@ class Sensor:
                 self._deliver(conn, is_orig, payload, ts, frames)
             else:
                 self._segment(conn, is_orig, half, seq, payload, ts, frames)
-        if flags & ACK and other.held and other.next_seq is not None and seq_diff(ack, other.next_seq) > 0:
-            self._fill_gap(conn, not is_orig, other, ts, upto=ack)
         if flags & (FIN | RST):
             if flags & FIN:
                 conn.add_hist("F" if is_orig else "f")

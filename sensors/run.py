@@ -22,7 +22,7 @@ def jsonl_sink(out: IO[str]) -> Sink:
     """Write events as JSON lines (the golden-file format)."""
 
     def write(events: list[Event]) -> None:
-        out.write("".join(e.to_json() + "\n" for e in events))
+        out.write("".join([e.to_json() + "\n" for e in events]))
 
     return write
 
