@@ -501,12 +501,28 @@ def _rs_single(p: bytes, f: dict[str, Any], paired: bool) -> Problem:
     if len(p) < 12:
         return _short(p, 12, f["func"] + " response")
     a, v = _HH.unpack_from(p, 8)
-    if not paired or "values" not in f:
+    if not paired or "address" not in f:
         f["address"], f["quantity"] = a, 1
-        bad = _coil_value(v, f) if p[7] == 0x05 else f.__setitem__("values", [v])
-        return bad or (_trailing(p, 12, f["func"] + " response") if len(p) > 12 else None)
-    want = [(v == 0xFF00) if v in (0, 0xFF00) else v] if p[7] == 0x05 else [v]
-    bad = _echo(f, "address", a) or _echo(f, "values", want)
+        if p[7] == 0x05:
+            bad = _coil_value(v, f)
+        else:
+            f["values"], bad = [v], None
+    else:
+        got = ([v == 0xFF00] if v in (0, 0xFF00) else [v]) if p[7] == 0x05 else [v]
+        bad = _echo(f, "address", a) or _echo(f, "values", got)
+    return bad or (_trailing(p, 12, f["func"] + " response") if len(p) > 12 else None)
+
+
+def _rs_multi(p: bytes, f: dict[str, Any], paired: bool) -> Problem:
+    """FC15/16 response (AP 6.11, 6.12): echo of address and quantity."""
+    if len(p) < 12:
+        return _short(p, 12, f["func"] + " response")
+    a, q = _HH.unpack_from(p, 8)
+    if not paired or "address" not in f:
+        f["address"], f["quantity"] = a, q
+        bad = None
+    else:
+        bad = _echo(f, "address", a) or _echo(f, "quantity", q)
     return bad or (_trailing(p, 12, f["func"] + " response") if len(p) > 12 else None)
 
 
@@ -715,7 +731,7 @@ REQUEST: dict[int, Callable[[bytes, dict[str, Any]], Problem]] = {
 RESPONSE: dict[int, Callable[[bytes, dict[str, Any], bool], Problem]] = {
     0x01: _rs_bits, 0x02: _rs_bits, 0x03: _rs_regs, 0x04: _rs_regs,
     0x05: _rs_single, 0x06: _rs_single, 0x07: _rs_exc_status, 0x08: _rs_diag,
-    0x0B: _rs_comm_counter, 0x0C: _rs_comm_log, 0x0F: _rs_single_multi if False else None,  # set below
-    0x10: None, 0x11: _rs_server_id, 0x14: _rs_read_file, 0x15: _rs_write_file, 0x16: _rs_mask,
+    0x0B: _rs_comm_counter, 0x0C: _rs_comm_log, 0x0F: _rs_multi, 0x10: _rs_multi,
+    0x11: _rs_server_id, 0x14: _rs_read_file, 0x15: _rs_write_file, 0x16: _rs_mask,
     0x17: _rs_read_write, 0x18: _rs_fifo, 0x2B: _rs_mei,
 }

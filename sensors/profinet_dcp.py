@@ -50,6 +50,7 @@ RESET_QUALIFIERS = {2: "reset_application_data", 4: "reset_communication_paramet
                     8: "reset_all_data", 10: "reset_device", 12: "reset_and_restore"}
 
 MAX_BLOCKS = 64
+PNIO_VENDORS = {0x002A: "Siemens", 0x00B0: "Phoenix Contact", 0x011E: "WAGO"}   # PI vendor ids (subset)
 
 
 def block_name(opt: int, sub: int) -> str:
@@ -273,10 +274,11 @@ def _identity(blocks: list[dict[str, Any]]) -> dict[str, Any]:
         if n == "device_properties/name_of_station" and "value" in b:
             ident["name"] = b["value"]
         elif n == "device_properties/device_vendor" and "value" in b:
-            ident["vendor"] = b["value"]
-            ident["model"] = b["value"]
+            ident["product"] = b["value"]          # DeviceVendorValue: the device type, e.g. "SCALANCE X-200"
         elif n == "device_properties/device_id" and "vendor_id" in b:
             ident["vendor_id"], ident["device_id"] = b["vendor_id"], b["device_id"]
+            if b["vendor_id"] in PNIO_VENDORS:
+                ident["vendor"] = PNIO_VENDORS[b["vendor_id"]]
         elif n in ("ip/ip_parameter", "ip/full_ip_suite") and "ip" in b:
             ident["ip"], ident["netmask"], ident["gateway"] = b["ip"], b["netmask"], b["gateway"]
         elif n == "ip/mac_address" and "mac" in b:
@@ -285,10 +287,6 @@ def _identity(blocks: list[dict[str, Any]]) -> dict[str, Any]:
             ident["role"] = b["role"]
         elif n == "device_properties/alias_name" and "value" in b:
             ident["alias"] = b["value"]
-    if "vendor" in ident:
-        del ident["model"]
-        ident["vendor_string"] = ident.pop("vendor")
-        ident["model"] = ident["vendor_string"]
     return ident
 
 

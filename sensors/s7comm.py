@@ -302,6 +302,8 @@ class TcpAnalyzer(Analyzer):
                 return
         if code == cotp.DT:
             segs = self.segs[is_orig]
+            if not f["eot"] and off == len(pdu) and not segs:
+                return                  # empty DT without EOT: a keep-alive, nothing to reassemble
             if segs:
                 fl = self.seg_frames[is_orig]
                 fl.extend(x for x in frames if x not in fl)
@@ -413,12 +415,16 @@ class TcpAnalyzer(Analyzer):
         dec = _JOB_DECODERS.get(fc)
         if dec is not None:
             action = dec(self, rec, param, data) or action
-        for old in self.pending.add(("s7", is_orig, ref), ts, _Txn(ts, frames, is_orig, rec, action)):
+        for old in self.pending.add(("s7", is_orig, ref, fc), ts, _Txn(ts, frames, is_orig, rec, action)):
             self._unmatched(old)
 
     def _ack(self, is_orig: bool, rosctr: int, ref: int, ecls: int, ecode: int, param: bytes,
              data: bytes, ts: float, frames: list[int]) -> None:
-        txn = self.pending.pop(("s7", not is_orig, ref))
+        # Key (direction, PDU ref, function): WinCC reuses one PDU ref for concurrent read and write
+        # jobs. A plain ACK has no parameter: then the oldest job with that ref.
+        txn = self.pending.pop(("s7", not is_orig, ref, param[0])) if param else None
+        if txn is None:
+            txn = self._find(lambda k, t: k[0] == "s7" and k[1] == (not is_orig) and k[2] == ref)
         if txn is None:
             fc = param[0] if param else None
             name, action = FUNCTIONS.get(fc, (f"unknown-0x{fc:02x}" if fc is not None else "NONE", "other"))
@@ -437,8 +443,10 @@ class TcpAnalyzer(Analyzer):
         rec["error_class"] = ecls
         rec["error_code"] = ecode
         if ecls or ecode:
-            rec["error"] = ERROR_CODES.get((ecls << 8) | ecode,
-                                           _name(ERROR_CLASSES, ecls))
+            full = (ecls << 8) | ecode
+            rec["error"] = ERROR_CODES.get(full) or (_name(ERROR_CLASSES, ecls) if not ecode
+                                                     else f"unknown-0x{full:04x}")
+            rec["error_class_name"] = _name(ERROR_CLASSES, ecls)
         if param and fc is not None and param[0] != fc:
             self._weird("s7_function_mismatch",
                         f"response function 0x{param[0]:02x} to request 0x{fc:02x}", ts, frames, is_orig)
@@ -473,13 +481,17 @@ class TcpAnalyzer(Analyzer):
         if typ == 0x4 or typ == 0x7:                          # request
             rec["type"] = "REQUEST"
             action = _UD_REQUEST.get(grp, _ud_none)(self, rec, subf, ret, items) or action
-            for old in self.pending.add(("ud", is_orig, ref), ts, _Txn(ts, frames, is_orig, rec, action)):
+            key = ("ud", is_orig, ref, grp, subf)
+            for old in self.pending.add(key, ts, _Txn(ts, frames, is_orig, rec, action)):
                 self._unmatched(old)
             return
         if typ == 0x8 or typ == 0xB:                          # response
-            txn = self.pending.pop(("ud", not is_orig, ref))
+            txn = self.pending.pop(("ud", not is_orig, ref, grp, subf))
             if txn is None:
-                txn = self._find_ud(not is_orig, grp, subf)
+                # Some CPUs answer userdata with their own PDU reference (ICSNPP logs the two refs
+                # apart): take the oldest request of the same group and subfunction.
+                txn = self._find(lambda k, t: k[0] == "ud" and k[1] == (not is_orig) and k[3] == grp
+                                 and k[4] == subf)
             if txn is None:
                 rec["type"] = "RESPONSE"
                 rec["status"] = "no_request"
@@ -499,7 +511,12 @@ class TcpAnalyzer(Analyzer):
             if ret is not None:
                 out["return_code"] = _name(ITEM_RETURN_CODES, ret)
             if ret == 0xFF:
-                _UD_RESPONSE.get(grp, _ud_none)(self, out, subf, ret, items)
+                if txn is not None and txn.fields.get("seq"):
+                    # Follow-up of a fragmented answer (request sequence number != 0): the data
+                    # continues the previous response without a header of its own.
+                    out["fragment_data"] = items.hex()
+                else:
+                    _UD_RESPONSE.get(grp, _ud_none)(self, out, subf, ret, items)
             self.conn.emit(PROTOCOL, action, out, t0, fl, req_orig)
             return
         rec["type"] = _name(UD_TYPES, typ, 1)                 # push: cyclic data, alarm indications
@@ -510,12 +527,10 @@ class TcpAnalyzer(Analyzer):
             _UD_RESPONSE.get(grp, _ud_none)(self, rec, subf, ret, items)
         self.conn.emit(PROTOCOL, action, rec, ts, frames, is_orig)
 
-    def _find_ud(self, req_orig: bool, grp: int, subf: int) -> _Txn | None:
-        """Userdata responses of some CPUs carry their own PDU reference: take the oldest request of
-        the same group and subfunction from the other side (ICSNPP logs the two refs apart)."""
+    def _find(self, match) -> _Txn | None:
+        """Pop the oldest pending request whose key satisfies `match(key, txn)`."""
         for key, (_t, txn) in self.pending.items.items():
-            if key[0] == "ud" and key[1] == req_orig and txn.fields.get("group_code") == grp \
-                    and txn.fields.get("subfunc_code") == subf:
+            if match(key, txn):
                 return self.pending.pop(key)
         return None
 
@@ -527,6 +542,11 @@ class TcpAnalyzer(Analyzer):
         if rec is None:
             return
         op = rec.get("opcode_code")
+        if op == s7comm_plus.OP_REQUEST and "seq" in rec and rec.get("transport_flags", 0) & 0x40:
+            # Transport flag 0x40: no response expected (V3 SetVariable of HMI tag writes; seen
+            # never answered in s7comm_plus.pcap, while 0x34/0x36 requests always are).
+            rec["status"] = "one_way"
+            return self.conn.emit(PLUS, s7comm_plus.action_of(rec), rec, ts, frames, is_orig)
         if op == s7comm_plus.OP_REQUEST and "seq" in rec:
             txn = _Txn(ts, frames, is_orig, rec, s7comm_plus.action_of(rec), PLUS)
             for old in self.pending.add(("plus", is_orig, rec["seq"]), ts, txn):
