@@ -15,6 +15,7 @@ Every read works on a `memoryview` (no copies) and checks bounds; a malformed en
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterator
 
@@ -204,3 +205,17 @@ def as_float(v: memoryview | bytes) -> float:
     if len(v) == 8:
         return _F64.unpack_from(v)[0]
     raise BerError(f"float of {len(v)} octets")
+
+
+def f32(v: float) -> float:
+    """A single-precision value as the shortest decimal that converts back to the same float32
+    (60.092587 rather than 60.09258651733398): what a person reads, and still exact. Used for MMS and
+    BACnet REAL values."""
+    if not math.isfinite(v):
+        return v
+    packed = _F32.pack(v)
+    for digits in (6, 7, 8):
+        s = float(f"{v:.{digits}g}")
+        if _F32.pack(s) == packed:
+            return s
+    return float(f"{v:.9g}")

@@ -102,8 +102,7 @@ def mms_float(v: memoryview) -> float | str:
     :raise ber.BerError: a size that is neither layout.
     """
     if len(v) == 5 and v[0] == 8:
-        f = ber.as_float(v[1:5])
-        f = float(f"{f:.7g}")                         # single precision: 7 significant digits
+        f = ber.f32(ber.as_float(v[1:5]))
     elif len(v) == 9 and v[0] == 11:
         f = ber.as_float(v[1:9])
     else:
@@ -233,7 +232,8 @@ def parse_goose(payload: bytes) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         problems.append(("goose_missing_field", "missing " + ", ".join(missing)))
     if "data" in rec and "num_dat_set_entries" in rec and rec["num_dat_set_entries"] != len(rec["data"]):
         problems.append(("goose_num_entries_mismatch",
-                         f"numDatSetEntries {rec['num_dat_set_entries']} but {len(rec['data'])} allData entries"))
+                         f"numDatSetEntries {rec['num_dat_set_entries']} but "
+                         f"{len(rec['data'])} allData entries"))
     return rec, problems
 
 
@@ -342,7 +342,8 @@ class L2Analyzer(FrameAnalyzer):
                 rec["state_change"] = True
                 if sq not in (0, 1):
                     weird(PROTOCOL, "goose_sqnum_not_reset",
-                          f"{rec['gocb_ref']}: stNum {pst}->{st} but sqNum {sq} (expected 0)", ts, [frame], src, dst)
+                          f"{rec['gocb_ref']}: stNum {pst}->{st} but sqNum {sq} (expected 0)", ts, [frame],
+                          src, dst)
             elif (st - pst) % U32 < U32 // 2:
                 rec["state_change"] = True
                 weird(PROTOCOL, "goose_stnum_gap",
