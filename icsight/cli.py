@@ -165,7 +165,8 @@ def _register_optional() -> None:
     """Commands that live with their stage (storage views, demo, range, detect)."""
     import importlib
 
-    for mod, names in (("icsight.cli_query", ("events", "assets")), ("icsight.demo", ("demo",))):
+    for mod, names in (("icsight.cli_query", ("events", "assets")), ("icsight.demo", ("demo",)),
+                       ("cyberrange.cli", ("range",))):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
