@@ -13,7 +13,7 @@ Events (kind "iec104"):
   termination (COT 10) is noted on the same event;
 - C_RD_NA_1 (read command, COT 5) is paired with the monitor ASDU answering it (COT 5, same CA/IOA);
 - U-frames: STARTDT/STOPDT/TESTFR act paired with con (action "session").
-S-frames only acknowledge and produce no event; their N(R) is kept in the sequence checks.
+S-frames only acknowledge and produce no event. N(S) must advance by one per I-frame and direction.
 """
 
 from __future__ import annotations
@@ -71,8 +71,15 @@ _BCR_FLAGS = ((0x20, "CY"), (0x40, "CA"), (0x80, "IV"))
 _QDP_FLAGS = ((0x08, "EI"), (0x10, "BL"), (0x20, "SB"), (0x40, "NT"), (0x80, "IV"))
 
 
-def _flags(b: int, table: tuple[tuple[int, str], ...]) -> list[str]:
-    return [n for m, n in table if b & m]
+def _flag_table(table: tuple[tuple[int, str], ...]) -> tuple[tuple[str, ...], ...]:
+    """Names of the set bits for every octet value (a lookup instead of bit tests per object)."""
+    return tuple(tuple(n for m, n in table if b & m) for b in range(256))
+
+
+_QDS = _flag_table(_QDS_FLAGS)
+_SIQ = _flag_table(_SIQ_FLAGS)
+_BCR = _flag_table(_BCR_FLAGS)
+_QDP = _flag_table(_QDP_FLAGS)
 
 
 def cp56_iso(buf: bytes, off: int) -> tuple[str, bool]:
@@ -96,52 +103,52 @@ def cp24_iso(buf: bytes, off: int) -> tuple[str, bool]:
 
 
 def _siq(b, o):
-    return bool(b[o] & 1), _flags(b[o], _SIQ_FLAGS), None
+    return bool(b[o] & 1), list(_SIQ[b[o]]), None
 
 
 def _diq(b, o):
-    return b[o] & 3, _flags(b[o], _SIQ_FLAGS), None
+    return b[o] & 3, list(_SIQ[b[o]]), None
 
 
 def _vti_qds(b, o):
     v = b[o] & 0x7F
     v = v - 0x80 if v & 0x40 else v           # 7-bit two's complement
-    return v, _flags(b[o + 1], _QDS_FLAGS), ({"transient": True} if b[o] & 0x80 else None)
+    return v, list(_QDS[b[o + 1]]), ({"transient": True} if b[o] & 0x80 else None)
 
 
 def _bsi_qds(b, o):
-    return _I.unpack_from(b, o)[0], _flags(b[o + 4], _QDS_FLAGS), None
+    return _I.unpack_from(b, o)[0], list(_QDS[b[o + 4]]), None
 
 
 def _nva_qds(b, o):
-    return _h.unpack_from(b, o)[0] / 32768.0, _flags(b[o + 2], _QDS_FLAGS), None
+    return _h.unpack_from(b, o)[0] / 32768.0, list(_QDS[b[o + 2]]), None
 
 
 def _sva_qds(b, o):
-    return _h.unpack_from(b, o)[0], _flags(b[o + 2], _QDS_FLAGS), None
+    return _h.unpack_from(b, o)[0], list(_QDS[b[o + 2]]), None
 
 
 def _float_qds(b, o):
-    return _f.unpack_from(b, o)[0], _flags(b[o + 4], _QDS_FLAGS), None
+    return _f.unpack_from(b, o)[0], list(_QDS[b[o + 4]]), None
 
 
 def _bcr(b, o):
     s = b[o + 4]
-    return _i.unpack_from(b, o)[0], _flags(s, _BCR_FLAGS), {"seq": s & 0x1F}
+    return _i.unpack_from(b, o)[0], list(_BCR[s]), {"seq": s & 0x1F}
 
 
 def _sep(b, o):
     # SEP (7.2.6.10): ES in bits 0-1, then EI BL SB NT IV; CP16 elapsed time follows.
-    return b[o] & 3, _flags(b[o], _QDP_FLAGS), {"elapsed_ms": _H.unpack_from(b, o + 1)[0]}
+    return b[o] & 3, list(_QDP[b[o]]), {"elapsed_ms": _H.unpack_from(b, o + 1)[0]}
 
 
 def _spe_qdp(b, o):
     # SPE (7.2.6.11) start events bits, QDP (7.2.6.4), CP16 relay duration.
-    return b[o] & 0x3F, _flags(b[o + 1], _QDP_FLAGS), {"elapsed_ms": _H.unpack_from(b, o + 2)[0]}
+    return b[o] & 0x3F, list(_QDP[b[o + 1]]), {"elapsed_ms": _H.unpack_from(b, o + 2)[0]}
 
 
 def _scd_qds(b, o):
-    return _H.unpack_from(b, o)[0], _flags(b[o + 4], _QDS_FLAGS), {"changes": _H.unpack_from(b, o + 2)[0]}
+    return _H.unpack_from(b, o)[0], list(_QDS[b[o + 4]]), {"changes": _H.unpack_from(b, o + 2)[0]}
 
 
 def _nva(b, o):
@@ -311,7 +318,7 @@ def pdu_len(buf: Any, off: int) -> int | None:
     if off >= n:
         return None
     if buf[off] != START:
-        i = buf.find(b"\x68", off + 1) if isinstance(buf, (bytes, bytearray)) else -1
+        i = (buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)).find(b"\x68", off + 1)
         return (i if i >= 0 else n) - off
     if off + 1 >= n:
         return None
@@ -394,7 +401,7 @@ class TcpAnalyzer(Analyzer):
     """One 104 connection: APDU framing per direction, sequence checks, pairing of commands."""
 
     PROTOCOL = PROTOCOL
-    __slots__ = ("bufs", "cmds", "next_ns", "reads", "ucmds")
+    __slots__ = ("bufs", "cmds", "next_expire", "next_ns", "reads", "ucmds")
 
     def __init__(self, conn) -> None:
         super().__init__(conn)
@@ -403,6 +410,7 @@ class TcpAnalyzer(Analyzer):
         self.cmds = Pending(timeout=60.0, limit=1024)     # (dir, type, ca, ioa) -> command record
         self.ucmds = Pending(timeout=60.0, limit=16)      # (dir, function) -> U act record
         self.reads = Pending(timeout=60.0, limit=1024)    # (dir, ca, ioa) -> C_RD record
+        self.next_expire = 0.0
 
     # ------------------------------------------------------------------ stream
     def data(self, is_orig: bool, data: bytes, ts: float, frames: int | Frames) -> None:
@@ -436,6 +444,9 @@ class TcpAnalyzer(Analyzer):
             self._emit_u(rec)
 
     def _expire(self, ts: float) -> None:
+        if ts < self.next_expire:          # sweep the tables at most once a second of capture time
+            return
+        self.next_expire = ts + 1.0
         for rec in self.cmds.expire(ts):
             self._emit_cmd(rec)
         for rec in self.reads.expire(ts):
@@ -549,7 +560,7 @@ class TcpAnalyzer(Analyzer):
             return
         if t >= 45 and t != 70 and cot in COT_CONFIRM | {COT_TERM}:
             key = (not is_orig, t, ca, ioa)
-            rec = self.cmds.items.get(key)
+            rec = self.cmds.items.get(key)           # peek: stays pending until ActTerm
             rec = rec[1] if rec is not None else None
             if cot == COT_TERM:
                 if rec is None:
@@ -560,6 +571,7 @@ class TcpAnalyzer(Analyzer):
                 self.cmds.pop(key)
                 rec["frames"] += fl
                 rec["fields"]["terminated"] = True
+                rec["fields"]["term_ns"] = ns
                 rec.setdefault("resp_ts", ts)
                 self._emit_cmd(rec)
                 return
@@ -596,9 +608,14 @@ class TcpAnalyzer(Analyzer):
                 rf = rec["fields"]
                 rf["points"] = points
                 rf["resp_type"] = f["type"]
+                rf["resp_type_id"] = t
+                rf["resp_cot"] = cot
+                rf["resp_ns"], rf["resp_nr"] = ns, nr
                 self._emit_cmd(rec)
                 return
         f["status"] = "one_way"
+        if 45 <= t < 120 and 20 <= cot <= 41:
+            action = "read"             # command/parameter objects reported by interrogation
         self.conn.emit(PROTOCOL, action, f, ts, list(fl), is_orig)
 
     def _emit_cmd(self, rec: dict[str, Any], keep_status: bool = False) -> None:

@@ -125,7 +125,7 @@ AREAS: dict[int, tuple[str, str, int]] = {
     # CV-mode (W227): CIO/TR/CPU bus link/auxiliary, timer/counter, transition, step, forced status
     0x00: ("CIO", "bit", 1), 0x80: ("CIO", "word", 2), 0x01: ("TIM", "bit", 1), 0x81: ("TIM", "word", 2),
     0x03: ("TN", "bit", 1), 0x04: ("ST", "bit", 1), 0x05: ("CIO", "bit_forced", 1),
-    0x85: ("ST", "word", 4), 0x1B: ("AC", "bit", 1),
+    0x85: ("CIO", "word_forced", 2), 0x40: ("CIO", "bit_forced", 1), 0x1B: ("AC", "bit", 1),
     **{0x90 + b: (f"EM{b}", "word", 2) for b in range(8)},
     0x9C: ("EM_BANK", "word", 2),
 }
@@ -208,6 +208,11 @@ def _ascii(b: bytes) -> str:
     return b.split(b"\x00", 1)[0].decode("ascii", "replace").strip()
 
 
+def _printable(b: bytes) -> bool:
+    t = b.replace(b"\x00", b"")
+    return bool(t) and all(0x20 <= c < 0x7F for c in t)
+
+
 def _bcd(b: int) -> int:
     return (b >> 4) * 10 + (b & 0x0F)
 
@@ -234,13 +239,14 @@ def _items(area_code: int, word: int, bit: int, data: bytes, limit: int) -> tupl
 class _Fins:
     """Decoder of FINS frames shared by the UDP and TCP analyzers; pairs and emits."""
 
-    __slots__ = ("conn", "pending")
+    __slots__ = ("conn", "next_expire", "pending")
 
     def __init__(self, conn) -> None:
         self.conn = conn
         self.pending = Pending(timeout=30.0, limit=1024)
+        self.next_expire = 0.0
 
-    def frame(self, is_orig: bool, msg: bytes, ts: float, fl: Frames, tcp: dict[str, Any] | None) -> None:
+    def frame(self, is_orig: bool, msg: bytes, ts: float, fl: Frames) -> None:
         """One FINS frame (W342 3-1): header, command code, then parameters (and end code)."""
         if len(msg) < FINS_HDR + 2:
             self.conn.weird(PROTOCOL, "omron_fins_short_frame", f"{len(msg)} octets", ts, fl, is_orig)
@@ -259,8 +265,6 @@ class _Fins:
             "command_code": code,
             "command": command_name(code),
         }
-        if tcp:
-            f.update(tcp)
         if icf & 0x3E or msg[1]:
             self.conn.weird(PROTOCOL, "omron_fins_reserved_bits",
                             f"ICF 0x{icf:02x} RSV 0x{msg[1]:02x}", ts, fl, is_orig)
@@ -346,6 +350,19 @@ class _Fins:
                               "address": _H.unpack_from(d, o + 3)[0], "bit": d[o + 5]})
             f["count"] = n
             f["items"] = items
+        elif code == 0x220A:                                 # 5-3-44: param, area, addr(3), count, disk, file
+            ac = d[2]
+            f.update(parameter_code=_H.unpack_from(d, 0)[0], area_code=ac, area=area_of(ac)[0],
+                     address=_H.unpack_from(d, 3)[0], bit=d[5], count=_H.unpack_from(d, 6)[0],
+                     disk=_H.unpack_from(d, 8)[0], file=_ascii(d[10:22]))
+        elif code == 0x220B:                                 # 5-3-45: param area, word, count, file
+            f.update(parameter_code=_H.unpack_from(d, 0)[0], parameter_area=_H.unpack_from(d, 2)[0],
+                     address=_H.unpack_from(d, 4)[0], count=_H.unpack_from(d, 6)[0],
+                     disk=_H.unpack_from(d, 8)[0], file=_ascii(d[10:22]))
+        elif code == 0x220C:                                 # 5-3-46: program no, word, bytes, file
+            f.update(parameter_code=_H.unpack_from(d, 0)[0], program_number=_H.unpack_from(d, 2)[0],
+                     address=_I.unpack_from(d, 4)[0], count=_I.unpack_from(d, 8)[0],
+                     disk=_H.unpack_from(d, 12)[0], file=_ascii(d[14:26]))
         elif code in (0x2202, 0x2203, 0x2205):               # file commands: disk no., file name(s)
             f["disk"] = _H.unpack_from(d, 0)[0]
             if code == 0x2205:
@@ -412,7 +429,9 @@ class _Fins:
                 o += 1 + size
             f["points"] = pts
         elif code == 0x0501:                                 # 5-3-17: model(20) version(20) ...
-            if len(d) >= 40:
+            # Only the model/version form (command data 00 or none) starts with ASCII text; the
+            # area-data form (01) starts with binary sizes.
+            if len(d) >= 40 and f.get("data_kind", 0) == 0 and _printable(d[0:40]):
                 ident = {"vendor": "OMRON", "model": _ascii(d[0:20]), "firmware": _ascii(d[20:40])}
                 f["identity"] = {k: v for k, v in ident.items() if v}
                 f["identity_of"] = "dst"
@@ -444,6 +463,9 @@ class _Fins:
         self.conn.emit(PROTOCOL, action, f, rec["ts"], sorted(set(rec["frames"])), is_orig)
 
     def expire(self, ts: float) -> None:
+        if ts < self.next_expire:          # sweep at most once a second of capture time
+            return
+        self.next_expire = ts + 1.0
         for rec in self.pending.expire(ts):
             self._emit(rec)
 
@@ -465,7 +487,7 @@ class UdpAnalyzer(Analyzer):
     def data(self, is_orig: bool, data: bytes, ts: float, frames: int | Frames) -> None:
         fl = [frames] if isinstance(frames, int) else list(frames)
         self.fins.expire(ts)
-        self.fins.frame(is_orig, data, ts, fl, None)
+        self.fins.frame(is_orig, data, ts, fl)
 
     def close(self, ts: float) -> None:
         self.fins.close()
@@ -499,7 +521,7 @@ class TcpAnalyzer(Analyzer):
             return
         _, _, cmd, err = _TCP.unpack_from(pdu, 0)
         if cmd == 2:
-            self.fins.frame(is_orig, pdu[TCP_HDR:], ts, fl, None)
+            self.fins.frame(is_orig, pdu[TCP_HDR:], ts, fl)
             return
         f: dict[str, Any] = {
             "tcp_command": TCP_COMMANDS.get(cmd, f"unknown-0x{cmd:08x}"),
