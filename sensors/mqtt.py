@@ -323,9 +323,8 @@ def parse_packet(pdu: bytes, version: int) -> dict[str, Any]:
                 props = r.properties()
                 if props:
                     rec["properties"] = props
-    elif ptype in (12, 13):                          # PINGREQ, PINGRESP (3.12, 3.13)
-        if r.left():
-            raise Malformed(f"{name} with a body")
+    elif ptype in (12, 13) and r.left():             # PINGREQ, PINGRESP have no body (3.12, 3.13)
+        raise Malformed(f"{name} with a body")
     return rec
 
 
@@ -343,13 +342,14 @@ class TcpAnalyzer(Analyzer):
     """Per-connection MQTT analyzer: splits both directions into control packets and pairs them."""
 
     PROTOCOL = PROTOCOL
-    __slots__ = ("bufs", "dead", "expired_at", "pending", "started", "version", "weirds")
+    __slots__ = ("bufs", "dead", "expired_at", "pending", "started", "version", "version_known", "weirds")
 
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
         self.bufs = (StreamBuffer(), StreamBuffer())          # [0] responder, [1] originator
         self.pending = Pending(timeout=120.0, limit=1024)
         self.version = 4                                      # until a CONNECT says otherwise
+        self.version_known = False
         self.started = False
         self.dead = False
         self.weirds = 0
@@ -418,7 +418,12 @@ class TcpAnalyzer(Analyzer):
         ptype, flags = pdu[0] >> 4, pdu[0] & 0x0F
         req = REQUIRED_FLAGS.get(ptype)
         if req is not None and flags != req:
-            self._weird("bad_flags", f"{PACKET_TYPES[ptype]} fixed-header flags 0x{flags:x}", ts, frames, is_orig)
+            self._weird("bad_flags", f"{PACKET_TYPES[ptype]} fixed-header flags 0x{flags:x}", ts, frames,
+                        is_orig)
+        if not self.version_known and ptype in (2, 4, 5, 6, 7) and len(pdu) > 4:
+            # Mid-stream start: in 3.x CONNACK and the PUBLISH acks have exactly 2 body bytes, so a
+            # longer one (reason code, properties) means MQTT 5 (v5 3.2, 3.4.2).
+            self.version, self.version_known = 5, True
         try:
             rec = parse_packet(pdu, self.version)
         except Malformed as e:
@@ -427,7 +432,7 @@ class TcpAnalyzer(Analyzer):
         name = rec["packet_type"]
         if ptype == 1:
             if rec["protocol_version"] in (3, 4, 5):
-                self.version = rec["protocol_version"]
+                self.version, self.version_known = rec["protocol_version"], True
             self._add("connect", _Exchange(rec, frames, ts, is_orig))
         elif ptype == 3:
             qos = rec["qos"]
@@ -444,8 +449,9 @@ class TcpAnalyzer(Analyzer):
             rec["status"] = "one_way"
             self.conn.emit(PROTOCOL, "session", rec, ts, frames, is_orig)
         elif ptype in (2, 9, 11, 13):
-            key: Any = {2: "connect", 9: ("SUBSCRIBE", not is_orig, rec.get("packet_id")),
-                        11: ("UNSUBSCRIBE", not is_orig, rec.get("packet_id")), 13: ("ping", not is_orig)}[ptype]
+            pid = rec.get("packet_id")
+            key: Any = {2: "connect", 9: ("SUBSCRIBE", not is_orig, pid),
+                        11: ("UNSUBSCRIBE", not is_orig, pid), 13: ("ping", not is_orig)}[ptype]
             ex = self.pending.pop(key)
             if ex is None:
                 self._orphan(rec, is_orig, ts, frames, {2: "CONNECT", 9: "SUBSCRIBE", 11: "UNSUBSCRIBE",
@@ -466,14 +472,20 @@ class TcpAnalyzer(Analyzer):
                 f.setdefault("acks", []).append(v)
             elif k == "properties":
                 f["ack_properties"] = v
-            elif k != "packet_id":
+            elif k in ("reason_code", "reason_code_name"):     # one per PUBACK/PUBREC/PUBREL/PUBCOMP
+                f.setdefault("ack_" + k + "s", []).append(v)
+            elif k == "packet_id":
+                f.setdefault(k, v)
+            else:
                 f[k] = v
         ex.frames = ex.frames + [x for x in frames if x not in ex.frames]
 
     def _orphan(self, rec: dict[str, Any], is_orig: bool, ts: float, frames: Frames, req: str) -> None:
         """A response whose request was not seen (capture started late): src is the requester."""
-        rec = {"packet_type": req, "acks": [rec.pop("packet_type")], **rec, "status": "no_request"}
-        self.conn.emit(PROTOCOL, ACTIONS[req], rec, ts, frames, not is_orig)
+        ex = _Exchange({"packet_type": req}, [], ts, not is_orig)
+        self._merge(ex, rec, frames)
+        ex.fields["status"] = "no_request"
+        self.conn.emit(PROTOCOL, ACTIONS[req], ex.fields, ts, ex.frames, not is_orig)
 
     def _pub_ack(self, ptype: int, rec: dict[str, Any], is_orig: bool, ts: float, frames: Frames) -> None:
         """QoS 1: PUBLISH -> PUBACK. QoS 2: PUBLISH -> PUBREC -> PUBREL -> PUBCOMP (4.3.2, 4.3.3)."""

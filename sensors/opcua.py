@@ -17,7 +17,7 @@ import struct
 from datetime import UTC, datetime
 from typing import Any
 
-from sensors.base import Analyzer, Frames, Pending, StreamBuffer, as_frames, hexstr
+from sensors.base import Analyzer, Frames, Pending, StreamBuffer, hexstr
 
 PROTOCOL = "opcua"
 TCP_PORTS = (4840,)
@@ -77,7 +77,8 @@ SERVICES: dict[int, tuple[str, str]] = {
     506: ("DeleteReferencesRequest", "write"), 509: ("DeleteReferencesResponse", "write"),
     527: ("BrowseRequest", "read"), 530: ("BrowseResponse", "read"),
     533: ("BrowseNextRequest", "read"), 536: ("BrowseNextResponse", "read"),
-    554: ("TranslateBrowsePathsToNodeIdsRequest", "read"), 557: ("TranslateBrowsePathsToNodeIdsResponse", "read"),
+    554: ("TranslateBrowsePathsToNodeIdsRequest", "read"),
+    557: ("TranslateBrowsePathsToNodeIdsResponse", "read"),
     560: ("RegisterNodesRequest", "read"), 563: ("RegisterNodesResponse", "read"),
     566: ("UnregisterNodesRequest", "read"), 569: ("UnregisterNodesResponse", "read"),
     615: ("QueryFirstRequest", "read"), 618: ("QueryFirstResponse", "read"),
@@ -165,13 +166,12 @@ STATUS_CODES = {
     0x8087: "BadSecureChannelTokenUnknown", 0x8088: "BadSequenceNumberInvalid",
     0x8089: "BadConfigurationError", 0x808A: "BadNotConnected", 0x808B: "BadDeviceFailure",
     0x808C: "BadSensorFailure", 0x808D: "BadOutOfService", 0x808E: "BadDeadbandFilterInvalid",
-    0x80A5: "GoodNoData", 0x00A5: "GoodNoData", 0x00A6: "GoodMoreData", 0x80AB: "BadInvalidArgument",
+    0x00A5: "GoodNoData", 0x00A6: "GoodMoreData", 0x80AB: "BadInvalidArgument",
     0x80AC: "BadConnectionRejected", 0x80AD: "BadDisconnect", 0x80AE: "BadConnectionClosed",
     0x80AF: "BadInvalidState", 0x80B0: "BadEndOfStream", 0x80B7: "BadMaxConnectionsReached",
     0x80B8: "BadRequestTooLarge", 0x80B9: "BadResponseTooLarge", 0x80BE: "BadProtocolVersionUnsupported",
     0x80DB: "BadTooManyMonitoredItems",
 }
-STATUS_CODES.pop(0x80A5)         # GoodNoData is 0x00A50000 only
 
 # Variant built-in type ids (Part 6 5.1.2).
 BUILTIN_TYPES = {
@@ -229,7 +229,7 @@ def probe(data: bytes, is_orig: bool) -> bool:
     if mtype not in MSG_TYPES or chunk not in CHUNK_TYPES:
         return False
     if mtype in (b"HEL", b"ACK"):
-        return 28 <= size <= 4096 and chunk == ord("F")
+        return 28 <= size <= 8192 and chunk == ord("F")         # endpoint URL <= 4096 bytes
     return 16 <= size <= 1 << 24
 
 
@@ -385,8 +385,11 @@ class _R:
         enc = self.u8()
         if enc == 0:
             return tid, None
-        if enc in (1, 2):
-            return tid, self.bytestring() if enc == 1 else (self.bytestring() and None)
+        if enc == 1:
+            return tid, self.bytestring()
+        if enc == 2:                                # XmlElement body: not decoded
+            self.bytestring()
+            return tid, None
         raise Malformed(f"ExtensionObject encoding {enc}")
 
     def variant(self, depth: int = 0) -> tuple[str, Any]:
@@ -593,9 +596,9 @@ def _resp_endpoints(r: _R, f: dict[str, Any], st: _State) -> None:
 
 def _server_identity(f: dict[str, Any], app: dict[str, Any]) -> None:
     ident = f.setdefault("identity", {})
-    for src, dst in (("application_uri", "application_uri"), ("product_uri", "product_uri"), ("name", "name")):
-        if app.get(src):
-            ident[dst] = app[src]
+    for key in ("application_uri", "product_uri", "name"):
+        if app.get(key):
+            ident[key] = app[key]
     if not ident:
         del f["identity"]
 
@@ -935,7 +938,8 @@ DECODERS = {
 def decode_service(body: bytes, st: _State) -> dict[str, Any]:
     """Decode a service message body (encoding NodeId, header, service fields).
 
-    :raise Malformed: the body does not fit its type.
+    A body cut short after its encoding NodeId gives the fields decoded so far plus `malformed`.
+    :raise Malformed: not even the encoding NodeId fits.
     """
     r = _R(body)
     tid = r.numeric_id()
@@ -951,13 +955,18 @@ def decode_service(body: bytes, st: _State) -> dict[str, Any]:
     f["is_response"] = is_resp
     if tid not in SERVICES:
         return f
-    if is_resp:
-        _response_header(r, f)
-    else:
-        _request_header(r, f)
-    dec = DECODERS.get(tid)
-    if dec is not None and (not is_resp or f.get("service_result", 0) < 0x80000000):
-        dec(r, f, st)
+    try:
+        if is_resp:
+            _response_header(r, f)
+        else:
+            _request_header(r, f)
+        dec = DECODERS.get(tid)
+        if dec is not None and (not is_resp or f.get("service_result", 0) < 0x80000000):
+            dec(r, f, st)
+    except Malformed as e:
+        # Keep what was decoded (service, header) so the transaction still pairs; the analyzer
+        # reports the reason as a weird.
+        f["malformed"] = str(e)
     return f
 
 
@@ -1076,6 +1085,10 @@ class TcpAnalyzer(Analyzer):
                 f[k] = v
             elif k == "service":
                 f["response"] = v
+            elif k == "service_id":
+                f["response_id"] = v
+            elif k == "seq":
+                f["response_seq"] = v
             elif k == "nodes":
                 f["result_nodes"] = v
         tx.frames = tx.frames + [x for x in frames if x not in tx.frames]
@@ -1232,6 +1245,8 @@ class TcpAnalyzer(Analyzer):
             frames = fl + [x for x in frames if x not in fl]
             f["chunks"] = len(parts) + 1
         svc = decode_service(body, self.st)
+        if "malformed" in svc:
+            self._weird("malformed_message", f"{svc.get('service')}: {svc['malformed']}", ts, frames, is_orig)
         is_resp = svc.pop("is_response")
         tid = svc.get("service_id")
         action = SERVICES.get(tid, ("", "other"))[1] if tid is not None else "other"
