@@ -166,7 +166,8 @@ def _register_optional() -> None:
     import importlib
 
     for mod, names in (("icsight.cli_query", ("events", "assets")), ("icsight.demo", ("demo",)),
-                       ("cyberrange.cli", ("range",)), ("detect.cli", ("rules", "detect", "alerts", "eval"))):
+                       ("cyberrange.cli", ("range",)), ("detect.cli", ("rules",)),
+                       ("detect.cli_learn", ("detect", "alerts", "eval"))):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
