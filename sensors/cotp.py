@@ -57,8 +57,8 @@ def tsap_info(raw: bytes) -> dict[str, Any]:
     string TSAPs ("SIMATIC-ROOT-HMI") are given as text.
     """
     out: dict[str, Any] = {"hex": raw.hex()}
-    if len(raw) == 2:
-        out["type"] = TSAP_TYPES.get(raw[0], f"unknown-0x{raw[0]:02x}")
+    if len(raw) == 2 and raw[0] in TSAP_TYPES:
+        out["type"] = TSAP_TYPES[raw[0]]
         out["rack"], out["slot"] = raw[1] >> 5, raw[1] & 0x1F
     elif raw and all(0x20 <= c < 0x7F for c in raw):
         out["text"] = raw.decode("ascii")

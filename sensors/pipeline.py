@@ -378,7 +378,7 @@ class Sensor:
         """Create a flow; decide who originated it (SYN sender, else the side not on a service port)."""
         pmap = self.tcp_map if proto == "tcp" else self.udp_map
         flip = False
-        if proto == "tcp" and flags & SYN:
+        if proto == "tcp" and flags & SYN and not flags & (FIN | RST):   # SYN+FIN/RST opens nothing
             flip = bool(flags & ACK)
         elif dport not in pmap and sport in pmap:
             flip = True
@@ -639,3 +639,8 @@ class Sensor:
             self._frag_expired(key)
         for an in {id(a): a for a in self.l2.values()}.values():
             an.close(self.now)
+        for obs in self.observers:          # end-of-capture events of observers (asset snapshots)
+            finish = getattr(obs, "finish", None)
+            for m in (finish() if finish is not None else None) or ():
+                self.out.append(m)
+                self.kind_counts[m.kind] = self.kind_counts.get(m.kind, 0) + 1

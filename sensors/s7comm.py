@@ -125,7 +125,7 @@ UD_GROUPS = {0x0: "MODE_TRANSITION", 0x1: "PROGRAMMER_COMMANDS", 0x2: "CYCLIC_DA
 UD_SUBFUNCS: dict[tuple[int, int], tuple[str, str]] = {
     (0x1, 0x01): ("REQUEST_DIAG_DATA_TYPE1", "diagnose"), (0x1, 0x02): ("VARTAB", "read"),
     (0x1, 0x0C): ("ERASE", "program"), (0x1, 0x0E): ("READ_DIAG_DATA", "diagnose"),
-    (0x1, 0x0F): ("REMOVE_DIAG_DATA", "diagnose"), (0x1, 0x10): ("FORCES", "write"),
+    (0x1, 0x0F): ("REMOVE_DIAG_DATA", "diagnose"), (0x1, 0x10): ("FORCES", "diagnose"),
     (0x1, 0x13): ("REQUEST_DIAG_DATA_TYPE2", "diagnose"),
     (0x2, 0x01): ("MEMORY", "read"), (0x2, 0x04): ("UNSUBSCRIBE", "read"),
     (0x2, 0x05): ("MEMORY2", "read"),
@@ -221,7 +221,8 @@ def _value(tsize: int, data: bytes, dsize: int) -> int | float | str:
             return _i.unpack(data)[0]
         if tsize == 0x08:
             v = _f.unpack(data)[0]
-            return round(v, 6) if v == v and abs(v) != float("inf") else data.hex()
+            # float32 has ~7 significant digits: print that many (not a fixed number of decimals)
+            return float(f"{v:.7g}") if v == v and abs(v) != float("inf") else data.hex()
         if tsize in (0x02, 0x04, 0x06):
             return int.from_bytes(data, "big")
     return data.hex()
@@ -242,7 +243,8 @@ class TcpAnalyzer(Analyzer):
     """One ISO-on-TCP connection: TPKT/COTP framing, S7comm and S7comm-plus transactions."""
 
     PROTOCOL = PROTOCOL
-    __slots__ = ("bufs", "last_expire", "pending", "seg_frames", "seg_ts", "segs")
+    __slots__ = ("bufs", "handed_off", "last_expire", "pending", "plus_frag", "raw", "seg_frames", "seg_ts",
+                 "segs", "ud_more")
 
     def __init__(self, conn) -> None:
         super().__init__(conn)
@@ -252,26 +254,50 @@ class TcpAnalyzer(Analyzer):
         self.seg_ts: list[float | None] = [None, None]
         self.pending = Pending(timeout=60.0)
         self.last_expire = 0.0
+        self.ud_more: dict[tuple, dict] = {}      # (requester dir, group, subf) -> SZL of a fragmented answer
+        self.raw: list[list[tuple[bytes, list[int], float]]] = [[], []]   # TPKT packets of the open TSDU
+        self.handed_off: Analyzer | bool = False  # another ISO-on-TCP protocol (MMS) owns the connection
+        # S7comm-plus message fragments without trailer: (first fragment, frames, ts, total bytes)
+        self.plus_frag: list[tuple[bytes, list[int], float, int] | None] = [None, None]
 
     # ------------------------------------------------------------------ framing
     def data(self, is_orig: bool, data: bytes, ts: float, frames) -> None:
+        if self.handed_off:              # a caller still holding us: pass the bytes on
+            if self.handed_off is not True:
+                self.handed_off.data(is_orig, data, ts, frames)
+            return
         for pdu, fl, t in self.bufs[is_orig].feed(data, ts, frames, cotp.tpkt_len):
+            if self.handed_off:
+                if self.handed_off is not True and pdu is not None:
+                    self.handed_off.data(is_orig, pdu, t, fl)
+                continue
             if pdu is None:
                 self._weird("bad_tpkt", "bytes that are not a TPKT header (version 3, length >= 7)",
                             t, fl, is_orig)
                 self._drop_segments(is_orig)
                 continue
             self._tpkt(is_orig, pdu, t, fl)
+        if self.handed_off:
+            self._flush_handoff(ts)
+            return
         if ts - self.last_expire > 10.0:
             self.last_expire = ts
             for txn in self.pending.expire(ts):
                 self._unmatched(txn)
 
     def gap(self, is_orig: bool, size: int, ts: float) -> None:
+        if self.handed_off:
+            if self.handed_off is not True:
+                self.handed_off.gap(is_orig, size, ts)
+            return
         self.bufs[is_orig].clear()
         self._drop_segments(is_orig)
 
     def close(self, ts: float) -> None:
+        if self.handed_off:
+            if self.handed_off is not True:
+                self.handed_off.close(ts)
+            return
         for is_orig in (True, False):
             buf = self.bufs[is_orig]
             if len(buf):
@@ -282,6 +308,11 @@ class TcpAnalyzer(Analyzer):
                 self._weird("unfinished_cotp_tsdu", "COTP DT segments without a final (EOT) segment",
                             ts, self.seg_frames[is_orig], is_orig)
                 self._drop_segments(is_orig)
+            frag = self.plus_frag[is_orig]
+            if frag is not None:
+                self.plus_frag[is_orig] = None
+                self._weird("unfinished_s7comm_plus", "S7comm-plus fragments without the final one (trailer)",
+                            ts, frag[1], is_orig, PLUS)
         for txn in self.pending.drain():
             self._unmatched(txn)
 
@@ -289,7 +320,40 @@ class TcpAnalyzer(Analyzer):
                protocol: str = PROTOCOL) -> None:
         self.conn.weird(protocol, name, reason, ts, frames, is_orig)
 
+    def _flush_handoff(self, ts: float) -> None:
+        """After a hand-off: bytes still buffered go to the new analyzer; our pending jobs end here."""
+        for d in (True, False):
+            buf = self.bufs[d]
+            if len(buf):
+                if self.handed_off is not True:
+                    self.handed_off.data(d, bytes(buf.buf), ts, buf.pending_frames())
+                buf.clear()
+        for txn in self.pending.drain():
+            self._unmatched(txn)
+
+    def _hand_off(self, is_orig: bool, pid: int, ts: float, frames: list[int]) -> None:
+        """COTP user data that is neither S7comm nor S7comm-plus: MMS (ISO session SPDU) and other
+        ISO-on-TCP protocols share TCP 102. The registered MMS analyzer, if any, takes the connection
+        from this TSDU on (the COTP set-up stays reported here as kind cotp); otherwise one weird and
+        the rest of the connection is skipped."""
+        from sensors import PROTOCOLS
+
+        mod = PROTOCOLS.get("mms")
+        cls = getattr(mod, "TcpAnalyzer", None) if mod is not None else None
+        if cls is None:
+            self._weird("unknown_protocol_id",
+                        f"COTP user data starts with 0x{pid:02x} (not S7comm): rest of connection skipped",
+                        ts, frames, is_orig)
+            self.handed_off = True
+            return
+        an = cls(self.conn)
+        self.conn.analyzer, self.conn.protocol = an, mod.PROTOCOL
+        self.handed_off = an
+        for pdu, fl, t in self.raw[is_orig]:
+            an.data(is_orig, pdu, t, fl)
+
     def _drop_segments(self, is_orig: bool) -> None:
+        self.raw[is_orig] = []
         self.segs[is_orig] = []
         self.seg_frames[is_orig] = []
         self.seg_ts[is_orig] = None
@@ -311,6 +375,7 @@ class TcpAnalyzer(Analyzer):
                 self.seg_frames[is_orig] = list(frames)
                 self.seg_ts[is_orig] = ts
             segs.append(pdu[off:])
+            self.raw[is_orig].append((pdu, frames, ts))
             if not f["eot"]:
                 if sum(map(len, segs)) > MAX_TSDU:
                     self._weird("cotp_tsdu_too_long", f"reassembled COTP data over {MAX_TSDU} bytes",
@@ -319,8 +384,8 @@ class TcpAnalyzer(Analyzer):
                 return
             payload = segs[0] if len(segs) == 1 else b"".join(segs)
             fl, t0 = self.seg_frames[is_orig], self.seg_ts[is_orig]
-            self._drop_segments(is_orig)
             self._tsdu(is_orig, payload, t0 if t0 is not None else ts, fl)
+            self._drop_segments(is_orig)
             return
         self._cotp_control(is_orig, code, f, ts, frames)
 
@@ -371,8 +436,7 @@ class TcpAnalyzer(Analyzer):
         elif len(p) == 1:
             return                      # one-byte DT: S7-1200/1500 keep-alive (tshark: "data")
         else:
-            self._weird("unknown_protocol_id", f"COTP user data starts with 0x{pid:02x}", ts, frames,
-                        is_orig)
+            self._hand_off(is_orig, pid, ts, frames)
 
     def _s7(self, is_orig: bool, p: bytes, ts: float, frames: list[int]) -> None:
         n = len(p)
@@ -401,6 +465,18 @@ class TcpAnalyzer(Analyzer):
         except (IndexError, struct.error, ValueError) as e:      # field inside the PDU cut short
             self._weird("malformed_s7_pdu", f"{type(e).__name__}: {e}", ts, frames, is_orig)
 
+    def _decode(self, dec, rec: dict, a, b, ts: float, frames: list[int], is_orig: bool,
+                *extra) -> str | None:
+        """Run a field decoder; a field cut short becomes a weird and `malformed` on the record, so
+        the transaction itself is still reported (and still pairs)."""
+        try:
+            return dec(self, rec, a, b, *extra)
+        except (IndexError, struct.error, ValueError, UnicodeDecodeError) as e:
+            rec["malformed"] = True
+            self._weird("malformed_s7_pdu", f"{rec.get('function')}: {type(e).__name__}: {e}", ts, frames,
+                        is_orig)
+            return None
+
     def _unmatched(self, txn: _Txn) -> None:
         txn.fields["status"] = "no_response"
         self.conn.emit(txn.kind, txn.action, txn.fields, txn.ts, txn.frames, txn.is_orig)
@@ -414,7 +490,7 @@ class TcpAnalyzer(Analyzer):
         rec: dict[str, Any] = {"rosctr": "JOB", "pdu_ref": ref, "func_code": fc, "function": name}
         dec = _JOB_DECODERS.get(fc)
         if dec is not None:
-            action = dec(self, rec, param, data) or action
+            action = self._decode(dec, rec, param, data, ts, frames, is_orig) or action
         for old in self.pending.add(("s7", is_orig, ref, fc), ts, _Txn(ts, frames, is_orig, rec, action)):
             self._unmatched(old)
 
@@ -452,7 +528,7 @@ class TcpAnalyzer(Analyzer):
                         f"response function 0x{param[0]:02x} to request 0x{fc:02x}", ts, frames, is_orig)
         dec = _ACK_DECODERS.get(fc) if fc is not None else None
         if dec is not None and not ecls:
-            dec(self, rec, param, data)
+            self._decode(dec, rec, param, data, ts, frames, is_orig)
         self.conn.emit(PROTOCOL, action, rec, t0, fl, req_orig)
 
     # --- userdata ----------------------------------------------------------------------------
@@ -480,7 +556,13 @@ class TcpAnalyzer(Analyzer):
             items = data[4:4 + dl]
         if typ == 0x4 or typ == 0x7:                          # request
             rec["type"] = "REQUEST"
-            action = _UD_REQUEST.get(grp, _ud_none)(self, rec, subf, ret, items) or action
+            if seq:
+                # Follow-up request for the next fragment of an answer: carries no SZL id of its own.
+                prev = self.ud_more.get((is_orig, grp, subf))
+                if prev is not None:
+                    rec.update(prev)
+            action = self._decode(_UD_REQUEST.get(grp, _ud_none), rec, subf, ret, ts, frames, is_orig,
+                                  items) or action
             key = ("ud", is_orig, ref, grp, subf)
             for old in self.pending.add(key, ts, _Txn(ts, frames, is_orig, rec, action)):
                 self._unmatched(old)
@@ -516,7 +598,13 @@ class TcpAnalyzer(Analyzer):
                     # continues the previous response without a header of its own.
                     out["fragment_data"] = items.hex()
                 else:
-                    _UD_RESPONSE.get(grp, _ud_none)(self, out, subf, ret, items)
+                    self._decode(_UD_RESPONSE.get(grp, _ud_none), out, subf, ret, ts, frames, is_orig, items)
+            more = (req_orig, grp, subf)
+            if rec.get("last_data_unit") is False and "szl_id" in out:
+                self.ud_more[more] = {"szl_id": out["szl_id"], "szl_index": out["szl_index"],
+                                      "szl_name": out["szl_name"]}
+            elif rec.get("last_data_unit"):
+                self.ud_more.pop(more, None)
             self.conn.emit(PROTOCOL, action, out, t0, fl, req_orig)
             return
         rec["type"] = _name(UD_TYPES, typ, 1)                 # push: cyclic data, alarm indications
@@ -524,7 +612,7 @@ class TcpAnalyzer(Analyzer):
         if ret is not None:
             rec["return_code"] = _name(ITEM_RETURN_CODES, ret)
         if ret == 0xFF:
-            _UD_RESPONSE.get(grp, _ud_none)(self, rec, subf, ret, items)
+            self._decode(_UD_RESPONSE.get(grp, _ud_none), rec, subf, ret, ts, frames, is_orig, items)
         self.conn.emit(PROTOCOL, action, rec, ts, frames, is_orig)
 
     def _find(self, match) -> _Txn | None:
@@ -536,6 +624,21 @@ class TcpAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ S7comm-plus
     def _plus(self, is_orig: bool, p: bytes, ts: float, frames: list[int]) -> None:
+        # A long message is sent in fragments that each start with the 4-byte header; only the last
+        # ends with the trailer (0x72, version, 0x0000). The first fragment holds the header we decode.
+        frag = self.plus_frag[is_orig]
+        done = len(p) >= 8 and p[-4] == 0x72 and p[-3] == p[1] and p[-2] == 0 and p[-1] == 0
+        if frag is not None:
+            first, ffr, fts, size = frag
+            ffr.extend(x for x in frames if x not in ffr)
+            if not done and size + len(p) <= MAX_TSDU:
+                self.plus_frag[is_orig] = (first, ffr, fts, size + len(p))
+                return
+            self.plus_frag[is_orig] = None
+            p, frames, ts = first, ffr, fts
+        elif not done and len(p) >= 8:
+            self.plus_frag[is_orig] = (p, list(frames), ts, len(p))
+            return
         rec, err = s7comm_plus.parse(p)
         if err is not None:
             self._weird("malformed_s7comm_plus", err, ts, frames, is_orig, PLUS)
@@ -629,31 +732,28 @@ def _parse_items(param: bytes) -> list[dict[str, Any]]:
     return items
 
 
-def _data_items(data: bytes, count: int, with_data: bool = True) -> list[dict[str, Any]]:
-    """Data part items: return code, transport size, length (bits for sizes 3-5), data, fill byte."""
+def _data_items(data: bytes, count: int) -> list[tuple[dict[str, Any], int, int, bytes]]:
+    """Data part items: return code, transport size, length (bits for sizes 3-5), data, fill byte.
+
+    Returns (JSON item, return code, data transport size, raw data) per item.
+    """
     out = []
     off = 0
     for i in range(count):
         if off + 4 > len(data):
-            if off + 1 <= len(data) and not with_data:
-                break
             raise ValueError(f"data item {i} cut short")
         ret, dsize, ln = _DITEM.unpack_from(data, off)
         nbytes = (ln + 7) // 8 if dsize in _LEN_IN_BITS else ln
         d = data[off + 4:off + 4 + nbytes]
         if len(d) < nbytes:
             raise ValueError(f"data item {i}: {len(d)} of {nbytes} bytes")
-        out.append({"return_code": _name(ITEM_RETURN_CODES, ret), "_ret": ret,
-                    "data_transport_size": _name(DATA_TRANSPORT_SIZES, dsize), "_dsize": dsize,
-                    "data": d.hex(), "data_length": nbytes, "_raw": d})
+        out.append(({"return_code": _name(ITEM_RETURN_CODES, ret),
+                     "data_transport_size": _name(DATA_TRANSPORT_SIZES, dsize),
+                     "data": d.hex(), "data_length": nbytes}, ret, dsize, d))
         off += 4 + nbytes
         if nbytes & 1 and i < count - 1:
             off += 1                                      # fill byte after odd-length items
     return out
-
-
-def _strip(it: dict) -> dict:
-    return {k: v for k, v in it.items() if not k.startswith("_")}
 
 
 def _job_read(an: TcpAnalyzer, rec: dict, param: bytes, data: bytes) -> None:
@@ -667,17 +767,17 @@ def _ack_read(an: TcpAnalyzer, rec: dict, param: bytes, data: bytes) -> None:
     ditems = _data_items(data, count)
     items = rec.get("items") or [{} for _ in ditems]
     points = []
-    for it, d in zip(items, ditems, strict=False):
-        if "ref" in it and d["_ret"] == 0xFF:
+    for it, (d, ret, dsize, raw) in zip(items, ditems, strict=False):
+        if ret == 0xFF and "ref" in it:
             points.append({"ref": it["ref"], "value": _value(TRANSPORT_CODES.get(it.get("transport_size"), 0),
-                                                             d["_raw"], d["_dsize"]),
+                                                             raw, dsize),
                            "type": it.get("transport_size", d["data_transport_size"])})
-        elif "areas" in it and d["_ret"] == 0xFF:
+        elif ret == 0xFF and it.get("areas"):
             points.append({"ref": it["areas"][0]["ref"], "value": d["data"], "type": "DBREAD"})
-        it.update(_strip(d))
+        it.update(d)
     if len(ditems) != len(items):
         rec["response_item_count"] = len(ditems)
-    rec["items"] = [_strip(it) for it in items]
+    rec["items"] = items
     if points:
         rec["points"] = points
 
@@ -686,15 +786,15 @@ def _job_write(an: TcpAnalyzer, rec: dict, param: bytes, data: bytes) -> None:
     items = _parse_items(param)
     ditems = _data_items(data, len(items))
     points = []
-    for it, d in zip(items, ditems, strict=False):
+    for it, (d, _ret, dsize, raw) in zip(items, ditems, strict=False):
         if "ref" in it:
             points.append({"ref": it["ref"], "value": _value(TRANSPORT_CODES.get(it.get("transport_size"), 0),
-                                                             d["_raw"], d["_dsize"]),
+                                                             raw, dsize),
                            "type": it.get("transport_size")})
         it["data_transport_size"] = d["data_transport_size"]
         it["data"], it["data_length"] = d["data"], d["data_length"]
     rec["item_count"] = param[1]
-    rec["items"] = [_strip(it) for it in items]
+    rec["items"] = items
     if points:
         rec["points"] = points
 
@@ -823,8 +923,6 @@ def _identity_0011(ident: dict, entries: list[bytes]) -> None:
         if idx == 0x0001:
             if mlfb:
                 ident["order_number"] = mlfb
-            ident["version"] = f"{ausbg}.{ausbe}" if ausbg >> 8 != 0x56 else \
-                f"V{ausbg & 0xFF}.{ausbe >> 8}.{ausbe & 0xFF}"
         elif idx == 0x0006:
             if mlfb and "order_number" not in ident:
                 ident["order_number"] = mlfb
