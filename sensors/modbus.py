@@ -51,6 +51,7 @@ FIELDS: dict[str, str] = {
     "exception": "exception name when the response has the 0x80 bit (AP 7), or unknown-0xNN",
     "exception_code": "exception code number",
     "response_func_code": "the response's function code when it differs from the request's",
+    "response_unit_id": "the response's unit id when it differs from the request's",
     "address": "first coil/input/register (zero-based, as on the wire); FC24 FIFO pointer address",
     "quantity": "number of coils/inputs/registers (1 for FC5/FC6; FC24: FIFO count of the response)",
     "values": "values read (response) or written (request): bools for coils/inputs, ints for registers; "
@@ -74,7 +75,7 @@ FIELDS: dict[str, str] = {
     "event_count": "FC11/FC12 event counter",
     "message_count": "FC12 message counter",
     "events": "FC12 event bytes, most recent first",
-    "server_id": "FC17 server id (text when printable, else hex)",
+    "server_id": "FC17 server id: hex for a 1-byte id, else text when printable, else hex",
     "run_indicator": "FC17 run indicator status: ON (0xFF) | OFF (0x00)",
     "server_data": "FC17 additional device-specific data (text when printable, else hex)",
     "mei_type": "FC43 MEI type: 13 CANopen general reference, 14 read device identification (AP 6.19)",
@@ -201,8 +202,8 @@ def _bits(data: bytes, n: int | None) -> list[bool]:
 
 
 def _text(b: bytes) -> str:
-    """Device strings: printable text (UTF-8, else Latin-1, NUL/space padding stripped), else hex."""
-    s = bytes(b).rstrip(b"\x00 ")
+    """Device strings: printable text (UTF-8, else Latin-1; NUL padding dropped), else hex."""
+    s = bytes(b).rstrip(b"\x00")
     try:
         t = s.decode("utf-8")
     except UnicodeDecodeError:
@@ -282,6 +283,10 @@ def _rq_diag(p: bytes, f: dict[str, Any]) -> Problem:
     f["sub_function"] = sf
     f["sub_function_name"] = DIAG_SUBFUNCTIONS.get(sf) or f"unknown-0x{sf:04x}"
     f["data"] = p[10:].hex()
+    n = len(p) - 10
+    if (sf == 0 and n & 1) or (sf != 0 and sf in DIAG_SUBFUNCTIONS and n != 2):
+        want = "N x 2" if sf == 0 else "2"
+        return "bad_data_length", f"{f['sub_function_name']}: {n} data bytes (AP 6.8.1: {want})"
     return None
 
 
@@ -584,7 +589,7 @@ def _rs_server_id(p: bytes, f: dict[str, Any], paired: bool) -> Problem:
     bc = p[8]
     d = p[9:9 + bc]
     if len(d) >= 2 and d[1] in (0x00, 0xFF):
-        f["server_id"] = _text(d[:1]) if 0x20 <= d[0] < 0x7F else d[:1].hex()
+        f["server_id"] = d[:1].hex()
         f["run_indicator"] = "ON" if d[1] else "OFF"
         if len(d) > 2:
             f["server_data"] = _text(d[2:])
@@ -707,7 +712,7 @@ def _rs_mei(p: bytes, f: dict[str, Any], paired: bool) -> Problem:
             return "truncated_pdu", f"{f['func']}/14 response: object 0x{oid:02x} length {ln} passes the end"
         objs[DEVICE_OBJECTS.get(oid) or f"object_0x{oid:02x}"] = _text(p[off + 2:off + 2 + ln])
         off += 2 + ln
-    ident = {IDENTITY_KEYS[k]: v for k, v in objs.items() if k in IDENTITY_KEYS and v}
+    ident = {IDENTITY_KEYS[k]: v.strip() for k, v in objs.items() if k in IDENTITY_KEYS and v.strip()}
     if ident:
         f["identity"] = ident
     if more not in (0x00, 0xFF) and bad is None:
@@ -735,3 +740,248 @@ RESPONSE: dict[int, Callable[[bytes, dict[str, Any], bool], Problem]] = {
     0x11: _rs_server_id, 0x14: _rs_read_file, 0x15: _rs_write_file, 0x16: _rs_mask,
     0x17: _rs_read_write, 0x18: _rs_fifo, 0x2B: _rs_mei,
 }
+
+
+_REFS: dict[tuple[int, str, int, int], tuple[str, ...]] = {}     # polls repeat: cache the refs
+
+
+def _refs(unit: int, t: str, a: int, n: int) -> tuple[str, ...]:
+    """Point refs `u<unit>:<type>:<address>` for n items from address a (never past 65535)."""
+    key = (unit, t, a, n)
+    r = _REFS.get(key)
+    if r is None:
+        if len(_REFS) >= 4096:
+            _REFS.clear()
+        pre = f"u{unit}:{t}:"
+        r = _REFS[key] = tuple(f"{pre}{i}" for i in range(a, min(a + n, 0x10000)))
+    return r
+
+
+def _points(f: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Register/coil values as base.py points (zero-based addresses as on the wire)."""
+    fc = f["func_code"]
+    if fc == 0x17:
+        pts: list[dict[str, Any]] = []
+        for a, vals in ((f.get("write_address"), f.get("write_values")),
+                        (f.get("read_address"), f.get("read_values"))):
+            if a is not None and vals:
+                refs = _refs(f["unit_id"], "hr", a, len(vals))
+                pts += [{"ref": r, "value": v} for r, v in zip(refs, vals, strict=False)]
+        return pts
+    t = _POINT_TYPE.get(fc)
+    a = f.get("address")
+    vals = f.get("values")
+    if t is None or a is None or not vals:
+        return None
+    refs = _refs(f["unit_id"], t, a, len(vals))    # shorter than vals only past address 65535
+    return [{"ref": r, "value": v} for r, v in zip(refs, vals, strict=False)]
+
+
+def probe(data: bytes, is_orig: bool) -> bool:
+    """Modbus/TCP by shape: whole MBAP PDUs with protocol id 0, length 2..254 and a public function
+    code (exception bit allowed) that exactly fill the payload."""
+    n, off = len(data), 0
+    if n < 8:
+        return False
+    while off < n:
+        if n - off < 8:
+            return False
+        pid, ln = _HH.unpack_from(data, off + 2)
+        if pid or not 2 <= ln <= MAX_LENGTH or data[off + 7] & 0x7F not in FUNCTIONS:
+            return False
+        off += ln + 6
+    return off == n
+
+
+def _client_is_orig(conn: Any, udp: bool) -> bool:
+    """The originator is the client unless only the originator's port is a Modbus port (a capture
+    that shows the server's side as the opener, or starts mid-stream)."""
+    table = conn.sensor.udp_map if udp else conn.sensor.tcp_map
+
+    def mine(port: int | None) -> bool:
+        return getattr(table.get(port), "PROTOCOL", None) == PROTOCOL
+
+    return not (mine(conn.orig.port) and not mine(conn.resp.port))
+
+
+class _ModbusAnalyzer(Analyzer):
+    """Transaction pairing shared by the TCP and UDP analyzers."""
+
+    PROTOCOL = PROTOCOL
+    __slots__ = ("bad", "client_is_orig", "next_expire", "pending")
+
+    def __init__(self, conn: Any, udp: bool) -> None:
+        super().__init__(conn)
+        self.pending = Pending(REQUEST_TIMEOUT, MAX_PENDING)
+        self.client_is_orig = _client_is_orig(conn, udp)
+        self.next_expire = 0.0
+        self.bad: tuple[str, str] = ("", "")
+
+    def _pdu_len(self, buf: Any, off: int) -> int | None:
+        """StreamBuffer framing (TCP 3.1.3): 6 + MBAP length; -1 for a header that is not MBAP."""
+        if len(buf) - off < 6:
+            return None
+        pid, ln = _HH.unpack_from(buf, off + 2)
+        if pid == 0 and 2 <= ln <= MAX_LENGTH:
+            return ln + 6
+        if pid:
+            self.bad = "bad_protocol_id", f"MBAP protocol id {pid} (must be 0); buffered bytes dropped"
+        else:
+            self.bad = "bad_length", f"MBAP length {ln} outside 2..{MAX_LENGTH}; buffered bytes dropped"
+        return -1
+
+    def _pdu(self, p: bytes, is_orig: bool, frames: Frames, ts: float) -> None:
+        """One whole MBAP PDU (header included) from the client (request) or the server."""
+        tid, _, _, unit, fc = _MBAP.unpack_from(p, 0)
+        if is_orig == self.client_is_orig:
+            self._request(p, tid, unit, fc, is_orig, frames, ts)
+        else:
+            self._response(p, tid, unit, fc, is_orig, frames, ts)
+        if ts >= self.next_expire:
+            self.next_expire = ts + EXPIRE_EVERY
+            for item in self.pending.expire(ts):
+                self._unanswered(item)
+
+    def _request(self, p: bytes, tid: int, unit: int, fc: int, is_orig: bool, frames: Frames,
+                 ts: float) -> None:
+        name, action = _FUNC[fc]
+        f: dict[str, Any] = {"trans_id": tid, "unit_id": unit, "func_code": fc, "func": name}
+        parse = REQUEST.get(fc)
+        bad = parse(p, f) if parse is not None else _rq_unknown(p, f)
+        if fc & 0x80 and bad is None:
+            bad = "exception_in_request", f"request with function code 0x{fc:02x} (exception bit set)"
+        if bad is not None:
+            self.conn.weird(PROTOCOL, bad[0], bad[1], ts, frames, is_orig)
+        if fc == 0x2B and f.get("mei_type") == 0x0D:
+            action = "other"              # CANopen general reference: a tunnelled CANopen request
+        for old in self.pending.add(tid, ts, (f, frames, ts, action)):
+            self._unanswered(old)
+
+    def _response(self, p: bytes, tid: int, unit: int, fc: int, is_orig: bool, frames: Frames,
+                  ts: float) -> None:
+        conn = self.conn
+        code = fc & 0x7F
+        item = self.pending.pop(tid)
+        paired = False
+        if item is not None:
+            f, rframes, ets, action = item
+            f["status"] = "paired"
+            f["latency"] = round(ts - ets, 6)
+            frames = rframes + frames
+            if f["func_code"] == code:
+                paired = True
+            else:
+                f["response_func_code"] = code
+                conn.weird(PROTOCOL, "function_mismatch",
+                           f"response function code 0x{fc:02x} to request 0x{f['func_code']:02x}", ts,
+                           frames, is_orig)
+            if unit != f["unit_id"]:
+                f["response_unit_id"] = unit
+                conn.weird(PROTOCOL, "unit_id_mismatch",
+                           f"response unit id {unit} to request unit id {f['unit_id']}", ts, frames, is_orig)
+        else:
+            name, action = _FUNC[code]
+            f = {"trans_id": tid, "unit_id": unit, "func_code": code, "func": name, "status": "no_request"}
+            ets = ts
+        if fc & 0x80:                     # exception response (AP 7): one byte, the exception code
+            if len(p) < 9:
+                bad: Problem = _short(p, 9, f["func"] + " exception")
+            else:
+                x = p[8]
+                f["exception_code"] = x
+                f["exception"] = EXCEPTIONS.get(x) or _UNKNOWN[x]
+                bad = _trailing(p, 9, f["func"] + " exception") if len(p) > 9 else None
+        elif item is not None and not paired:
+            f["response_data"] = p[8:].hex()
+            bad = None
+        else:
+            parse = RESPONSE.get(code)
+            bad = parse(p, f, paired) if parse is not None else _rs_unknown(p, f, paired)
+            if action == "discover" and f.get("mei_type") == 0x0D:
+                action = "other"
+            pts = _points(f)
+            if pts:
+                f["points"] = pts
+        if bad is not None:
+            conn.weird(PROTOCOL, bad[0], bad[1], ts, frames, is_orig)
+        conn.emit(PROTOCOL, action, f, ets, frames, self.client_is_orig)
+
+    def _unanswered(self, item: tuple[dict[str, Any], Frames, float, str]) -> None:
+        """A request that got no response: emitted with status no_response (written values as points)."""
+        f, frames, ts, action = item
+        f["status"] = "no_response"
+        pts = _points(f)
+        if pts:
+            f["points"] = pts
+        self.conn.emit(PROTOCOL, action, f, ts, list(frames), self.client_is_orig)
+
+    def close(self, ts: float) -> None:
+        for item in self.pending.drain():
+            self._unanswered(item)
+
+
+class TcpAnalyzer(_ModbusAnalyzer):
+    """Modbus/TCP: MBAP framing over each direction's stream (TCP 3.1.3)."""
+
+    __slots__ = ("bufs", "plen")
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn, False)
+        self.bufs = (StreamBuffer(), StreamBuffer())     # [is_orig]
+        self.plen = self._pdu_len
+
+    def data(self, is_orig: bool, data: bytes, ts: float, frames: int | Frames) -> None:
+        buf = self.bufs[is_orig]
+        if not buf.buf and len(data) >= 8:
+            # Fast path: nothing buffered and the segment is exactly one PDU (the common case).
+            pid, ln = _HH.unpack_from(data, 2)
+            if not pid and ln + 6 == len(data) and 2 <= ln <= MAX_LENGTH:
+                self._pdu(data, is_orig, [frames] if isinstance(frames, int) else list(frames), ts)
+                return
+        for p, fl, t in buf.feed(data, ts, frames, self.plen):
+            if p is None:
+                self.conn.weird(PROTOCOL, self.bad[0], self.bad[1], t, fl, is_orig)
+            else:
+                self._pdu(p, is_orig, fl, t)
+
+    def gap(self, is_orig: bool, size: int, ts: float) -> None:
+        buf = self.bufs[is_orig]
+        if len(buf):
+            self.conn.weird(PROTOCOL, "gap_in_pdu",
+                            f"{size} bytes missing; {len(buf)} bytes of an unfinished PDU dropped", ts,
+                            buf.pending_frames(), is_orig)
+            buf.clear()
+
+    def close(self, ts: float) -> None:
+        for is_orig in (True, False):
+            buf = self.bufs[is_orig]
+            if len(buf):
+                self.conn.weird(PROTOCOL, "truncated_pdu",
+                                f"stream ended inside a PDU ({len(buf)} bytes buffered)", ts,
+                                buf.pending_frames(), is_orig)
+                buf.clear()
+        super().close(ts)
+
+
+class UdpAnalyzer(_ModbusAnalyzer):
+    """Modbus over UDP/502: each datagram holds whole MBAP PDUs (TCP 3.1.3 framing, no stream)."""
+
+    __slots__ = ()
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn, True)
+
+    def data(self, is_orig: bool, data: bytes, ts: float, frames: int | Frames) -> None:
+        fl = base.as_frames(frames)
+        n, off = len(data), 0
+        while off < n:
+            size = self._pdu_len(data, off)
+            if size is None or (size > 0 and off + size > n):
+                self.conn.weird(PROTOCOL, "truncated_pdu",
+                                f"datagram ends inside a PDU ({n - off} bytes left)", ts, fl, is_orig)
+                return
+            if size < 0:
+                self.conn.weird(PROTOCOL, self.bad[0], self.bad[1], ts, fl, is_orig)
+                return
+            self._pdu(data[off:off + size], is_orig, fl, ts)
+            off += size
