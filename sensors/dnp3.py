@@ -359,7 +359,8 @@ def _defs() -> dict[tuple[int, int], ObjDef]:
         for v in range(1, 256):
             add(g, v, nm, "var")
     for v, nm in ((1, "Authentication Challenge"), (2, "Authentication Reply"),
-                  (3, "Authentication Aggressive Mode Request"), (4, "Authentication Session Key Status Request"),
+                  (3, "Authentication Aggressive Mode Request"),
+                  (4, "Authentication Session Key Status Request"),
                   (5, "Authentication Session Key Status"), (6, "Authentication Session Key Change"),
                   (7, "Authentication Error"), (8, "Authentication User Certificate"),
                   (9, "Authentication MAC"), (10, "Authentication User Status Change"),
@@ -383,10 +384,11 @@ OBJECTS = _defs()
 PREFIX_SIZE = {0: 0, 1: 1, 2: 2, 3: 4, 4: 1, 5: 2, 6: 4}
 _U8, _U16, _U32 = struct.Struct("<B"), struct.Struct("<H"), struct.Struct("<I")
 _UINT = {1: _U8, 2: _U16, 4: _U32}
-RANGE_KINDS = {0: (1, "range"), 1: (2, "range"), 2: (4, "range"), 3: (1, "range"), 4: (2, "range"),
-               5: (4, "range"), 6: (0, "all"), 7: (1, "count"), 8: (2, "count"), 9: (4, "count"),
+# Range codes 3-5 hold one absolute (virtual) address, as in the DNP3 Basic 4 application layer
+# document that Wireshark and Zeek follow; nothing current sends them.
+RANGE_KINDS = {0: (1, "range"), 1: (2, "range"), 2: (4, "range"), 3: (1, "addr"), 4: (2, "addr"),
+               5: (4, "addr"), 6: (0, "all"), 7: (1, "count"), 8: (2, "count"), 9: (4, "count"),
                0xB: (1, "count")}
-_HDR = struct.Struct("<BBBBHH")
 _CROB = struct.Struct("<BBIIB")
 _T48_MAX = 253402300799999        # 9999-12-31T23:59:59.999Z: later times are not representable
 
@@ -465,7 +467,7 @@ def parse_objects(b: bytes, off: int, fc: int, is_response: bool, outstation: in
             res.errors.append(("bad_qualifier", f"g{g}v{v}: qualifier 0x{q:02x} is reserved"))
             break
         rsize, rkind = rk
-        if off + 2 * rsize * (rkind == "range") + rsize * (rkind == "count") > n:
+        if off + rsize * (2 if rkind == "range" else 1) > n:
             res.errors.append(("truncated_object_header", f"g{g}v{v}: range field cut short"))
             break
         st = _UINT.get(rsize)
@@ -479,6 +481,11 @@ def parse_objects(b: bytes, off: int, fc: int, is_response: bool, outstation: in
                 break
             count = stop - start + 1
             obj["count"] = count
+        elif rkind == "addr":
+            start = st.unpack_from(b, off)[0]
+            off += rsize
+            obj["address"] = start
+            count = obj["count"] = 1
         elif rkind == "count":
             count = st.unpack_from(b, off)[0]
             off += rsize
@@ -726,8 +733,9 @@ def _file(res: ParseResult, v: int, data: bytes, obj: dict[str, Any]) -> None:
         if v == 3 and n >= 26:            # file command
             noff, nsize = struct.unpack_from("<HH", data, 0)
             perms, _auth, size, mode, maxblk, req = struct.unpack_from("<HIIHHH", data, 10)
-            f.update(name=data[26:26 + nsize].decode("latin-1"), mode=FILE_MODES.get(mode, f"unknown-{mode}"),
-                     size=size, permissions=perms, max_block=maxblk, request_id=req)
+            f.update(name=data[noff:noff + nsize].decode("latin-1"),
+                     mode=FILE_MODES.get(mode, f"unknown-{mode}"), size=size, permissions=perms,
+                     max_block=maxblk, request_id=req)
             res.file_mode = f["mode"]
         elif v == 4 and n >= 13:          # file command status
             handle, size, maxblk, req, status = struct.unpack_from("<IIHHB", data, 0)
@@ -743,7 +751,7 @@ def _file(res: ParseResult, v: int, data: bytes, obj: dict[str, Any]) -> None:
         elif v == 7 and n >= 20:          # file descriptor (directory entry)
             noff, nsize, ftype, size = struct.unpack_from("<HHHI", data, 0)
             perms, req = struct.unpack_from("<HH", data, 16)
-            f.update(name=data[20:20 + nsize].decode("latin-1"), type=ftype, size=size, permissions=perms,
+            f.update(name=data[noff:noff + nsize].decode("latin-1"), type=ftype, size=size, permissions=perms,
                      request_id=req)
         elif v == 8:                      # file specification string
             f.update(name=data.decode("latin-1"))
@@ -786,27 +794,42 @@ class _Frag:
 class _Msg:
     """A parsed application fragment."""
 
-    __slots__ = ("ac", "fc", "frames", "iin", "is_orig", "link", "res", "src", "dst", "ts")
+    __slots__ = ("ac", "dst", "fc", "frames", "iin", "is_orig", "link", "res", "src", "ts")
 
     def __init__(self, **kw: Any) -> None:
         for k, v in kw.items():
             setattr(self, k, v)
 
 
+def _controls(objects: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+    """The commands of a fragment (index, control code, count): what a response echoes back."""
+    return [(c["index"], c["code"], c["count"]) for o in objects for c in o.get("controls", ())]
+
+
 def _pdu_len(buf: Any, off: int) -> int | None:
-    """Length of the link frame at `off`: None until its length octet is in, -1 if it is not DNP3."""
+    """Length of the link frame at `off` (None until its length octet is in).
+
+    Bytes that cannot start a frame are returned as one run up to the next 0x05 0x64, so the stream
+    resynchronises on the next frame; `TcpAnalyzer.data` reports the run as weird.
+    """
     n = len(buf) - off
     if n < 1:
         return None
-    if buf[off] != 0x05 or (n > 1 and buf[off + 1] != 0x64):
-        return -1
-    if n < 3:
-        return None
-    ln = buf[off + 2]
-    if ln < 5:
-        return -1
-    d = ln - 5
-    return 10 + d + 2 * ((d + 15) >> 4)
+    if buf[off] == 0x05 and (n < 2 or buf[off + 1] == 0x64):
+        if n < 3:
+            return None
+        ln = buf[off + 2]
+        if ln >= 5:
+            d = ln - 5
+            return 10 + d + 2 * ((d + 15) >> 4)
+    i = buf.find(b"\x05\x64", off + 1)
+    if i < 0:
+        i = len(buf) - 1 if buf[-1] == 0x05 and len(buf) - 1 > off else len(buf)
+    return i - off
+
+
+def _is_frame_start(fr: bytes) -> bool:
+    return len(fr) >= 10 and fr[0] == 0x05 and fr[1] == 0x64 and fr[2] >= 5
 
 
 def probe(data: bytes, is_orig: bool) -> bool:
@@ -819,13 +842,16 @@ class Dnp3Analyzer(Analyzer):
     """Shared link/transport/application logic of the TCP and UDP analyzers."""
 
     PROTOCOL = PROTOCOL
-    __slots__ = ("bufs", "multi", "pending", "selects", "tp")
+    __slots__ = ("bufs", "index", "multi", "next_expire", "pending", "selects", "serial", "tp")
 
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
         self.bufs = (StreamBuffer(), StreamBuffer())          # [responder side, originator side]
         self.tp: dict[tuple[bool, int, int], _Frag] = {}
         self.pending = Pending(timeout=REQUEST_TIMEOUT)
+        self.index: dict[tuple[int, int, int], list[int]] = {}   # (master, outstation, seq) -> serials
+        self.serial = 0
+        self.next_expire = 0.0
         self.multi: dict[tuple[int, int], dict[str, Any]] = {}  # multi-fragment responses in progress
         self.selects: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -838,7 +864,7 @@ class Dnp3Analyzer(Analyzer):
         if crc16(fr[:8]) != _U16.unpack_from(fr, 8)[0]:
             return self._weird("bad_header_crc", f"link header CRC 0x{_U16.unpack_from(fr, 8)[0]:04x} "
                                f"!= 0x{crc16(fr[:8]):04x}", ts, frames, is_orig)
-        _, _, ln, ctl, dst, src = _HDR.unpack_from(fr, 0)
+        ctl, dst, src = fr[3], _U16.unpack_from(fr, 4)[0], _U16.unpack_from(fr, 6)[0]
         user = bytearray()
         off, end = 10, len(fr)
         while off < end:
@@ -948,14 +974,51 @@ class Dnp3Analyzer(Analyzer):
         if m.fc == FC_AUTH_REQ:
             # Secure Authentication reply to a challenge (clause 7.5.2.2): it belongs to the challenged
             # request, which keeps waiting for its real response under the same sequence number.
-            old = self.pending.items.get(key)
-            if old is not None and old[1].get("challenge"):
-                old[1]["auth"].append(m)
-                return
+            for old in self._waiting(key):
+                if "challenge" in old:
+                    old["auth"].append(m)
+                    return
         if m.fc in NO_RESPONSE or outstation >= 0xFFFD:
             return self._emit(rec, None, "one_way")
-        for r in self.pending.add(key, m.ts, rec):
+        # Masters that pipeline requests reuse sequence numbers before the answers come back
+        # (dnp3_example.pcap): several requests may wait under one key, answered first-in first-out.
+        self.serial += 1
+        rec["key"] = (*key, self.serial)
+        self.index.setdefault(key, []).append(self.serial)
+        for r in self.pending.add(rec["key"], m.ts, rec):
+            self._forget(r)
             self._emit(r, None, "no_response")
+
+    def _waiting(self, key: tuple[int, int, int]) -> list[dict[str, Any]]:
+        """Requests waiting under (master, outstation, seq), oldest first."""
+        out = []
+        for s in self.index.get(key, ()):
+            item = self.pending.items.get((*key, s))
+            if item is not None:
+                out.append(item[1])
+        return out
+
+    def _forget(self, rec: dict[str, Any]) -> None:
+        key, s = rec["key"][:3], rec["key"][3]
+        lst = self.index.get(key)
+        if lst is not None:
+            if s in lst:
+                lst.remove(s)
+            if not lst:
+                del self.index[key]
+
+    def _take(self, key: tuple[int, int, int], resp: _Msg) -> dict[str, Any] | None:
+        """The request a response answers: the oldest waiting one, or the one whose commands it echoes."""
+        cands = self._waiting(key)
+        if not cands:
+            return None
+        rec = cands[0]
+        sig = _controls(resp.res.objects)
+        if sig:
+            rec = next((c for c in cands if _controls(c["msg"].res.objects) == sig), rec)
+        self.pending.pop(rec["key"])
+        self._forget(rec)
+        return rec
 
     def _response(self, m: _Msg) -> None:
         outstation, master, seq = m.src, m.dst, m.ac & 0x0F
@@ -974,13 +1037,12 @@ class Dnp3Analyzer(Analyzer):
             return None
         key = (master, outstation, seq)
         if m.fc == FC_AUTH_RESP:
-            item = self.pending.items.get(key)
-            if item is not None and item[1]["msg"].fc != FC_AUTH_REQ:
-                rec = item[1]
-                rec["challenge"] = m
-                rec.setdefault("auth", [])
-                return None
-        rec = self.pending.pop(key)
+            for rec in self._waiting(key):
+                if rec["msg"].fc != FC_AUTH_REQ and "challenge" not in rec:
+                    rec["challenge"] = m
+                    rec["auth"] = []
+                    return None
+        rec = self._take(key, m)
         status = "paired" if rec is not None else "no_request"
         if chan in self.multi:          # previous multi-fragment response never finished
             cur = self.multi.pop(chan)
@@ -1013,9 +1075,9 @@ class Dnp3Analyzer(Analyzer):
         identity: dict[str, Any] = {}
         if req is not None:
             name, action = FUNCTIONS.get(req.fc, (func_name(req.fc), "other"))
-            if req.fc == FC_OPEN_FILE and req.res.file_mode in ("WRITE", "APPEND"):
-                action = "program"
-            elif req.fc == FC_WRITE and any(o["group"] == 70 for o in req.res.objects):
+            writes_file = (req.fc == FC_OPEN_FILE and req.res.file_mode in ("WRITE", "APPEND")) or (
+                req.fc == FC_WRITE and any(o["group"] == 70 for o in req.res.objects))
+            if writes_file:
                 action = "program"
             f.update(function=name, func_code=req.fc, master=req.src, outstation=req.dst,
                      seq=req.ac & 0x0F, request_ac=_ac(req.ac), request_link=self._link_fields(req.link),
@@ -1029,7 +1091,9 @@ class Dnp3Analyzer(Analyzer):
                     f["select_seq_ok"] = rec["select_seq_ok"]
             if "challenge" in rec:
                 ch: _Msg = rec["challenge"]
-                f["auth_challenge"] = {"objects": ch.res.objects, "replies": len(rec.get("auth", []))}
+                f["auth_challenge"] = {
+                    "response_ac": _ac(ch.ac), "iin": ch.iin, "objects": ch.res.objects,
+                    "replies": [{"request_ac": _ac(a.ac), "objects": a.res.objects} for a in rec["auth"]]}
                 frames += ch.frames
                 for a in rec.get("auth", []):
                     frames += a.frames
@@ -1058,8 +1122,9 @@ class Dnp3Analyzer(Analyzer):
             f.update(response_function=rname, response_code=resp.fc, response_ac=_ac(resp.ac),
                      response_link=self._link_fields(resp.link), iin=iin, iin_flags=iin_flags(iin),
                      response_objects=robjs)
-            if more:
-                f["fragments"] = len(msgs)
+            if more:      # a multi-fragment response: each fragment's header (clause 4.2.2.4)
+                f["fragments"] = [{"ac": _ac(r.ac), "iin": r.iin, "objects": len(r.res.objects)}
+                                  for r in msgs]
             if req is not None and req.fc in (3, 4, 5):
                 # control echoes: the outstation's status of each command (clause 4.4.3)
                 for p in points:
@@ -1081,7 +1146,12 @@ class Dnp3Analyzer(Analyzer):
         self.conn.emit(PROTOCOL, action, f, first.ts, sorted(set(frames)), first.is_orig)
 
     def pending_expire(self, now: float) -> None:
+        """Requests unanswered for REQUEST_TIMEOUT become `no_response` (checked once a second)."""
+        if now < self.next_expire:
+            return
+        self.next_expire = now + 1.0
         for r in self.pending.expire(now):
+            self._forget(r)
             self._emit(r, None, "no_response")
 
     def gap(self, is_orig: bool, size: int, ts: float) -> None:
@@ -1091,6 +1161,12 @@ class Dnp3Analyzer(Analyzer):
             del self.tp[k]
 
     def close(self, ts: float) -> None:
+        for is_orig in (True, False):
+            buf = self.bufs[is_orig]
+            if len(buf):
+                self._weird("truncated_link_frame", f"{len(buf)} bytes of an unfinished link frame at close",
+                            ts, buf.pending_frames(), is_orig)
+                buf.clear()
         for k, st in list(self.tp.items()):
             self._weird("transport_incomplete", f"fragment without FIN at close (seq {st.seq})", st.ts,
                         st.frames, k[0])
@@ -1098,6 +1174,7 @@ class Dnp3Analyzer(Analyzer):
         for cur in list(self.multi.values()):
             self._emit(cur["req"], cur["first"], cur["status"], cur["more"])
         self.multi.clear()
+        self.index.clear()
         for r in self.pending.drain():
             self._emit(r, None, "no_response")
 
@@ -1109,8 +1186,10 @@ class TcpAnalyzer(Dnp3Analyzer):
 
     def data(self, is_orig: bool, data: bytes, ts: float, frames: int | list[int]) -> None:
         for fr, fl, t in self.bufs[is_orig].feed(data, ts, frames, _pdu_len):
-            if fr is None:
-                self._weird("bad_link_start", "bytes that are not a DNP3 link frame dropped", t, fl, is_orig)
+            if fr is None or not _is_frame_start(fr):
+                n = "over 1 MiB" if fr is None else len(fr)
+                self._weird("bad_link_start", f"{n} bytes that do not start a DNP3 link frame skipped", t, fl,
+                            is_orig)
             else:
                 self.link(is_orig, fr, t, fl)
 
@@ -1125,9 +1204,10 @@ class UdpAnalyzer(Dnp3Analyzer):
         off, n = 0, len(data)
         while off < n:
             size = _pdu_len(data, off)
-            if size is None or size < 0 or off + size > n:
-                self._weird("bad_link_start" if size is not None and size < 0 else "truncated_link_frame",
-                            f"{n - off} bytes at offset {off} are not a whole DNP3 link frame", ts, fl, is_orig)
+            if size is None or off + size > n or not _is_frame_start(data[off:off + 10]):
+                name = "truncated_link_frame" if data[off:off + 2] == b"\x05\x64" else "bad_link_start"
+                self._weird(name, f"{n - off} bytes at offset {off} are not a whole DNP3 link frame", ts, fl,
+                            is_orig)
                 return
             self.link(is_orig, data[off:off + size], ts, fl)
             off += size
