@@ -41,6 +41,7 @@ _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _TCP = struct.Struct("!HHIIBB")
+_SEQACK = struct.Struct("!II")
 _IPV6_FRAG = struct.Struct("!BxHI")
 
 _BIT_A, _BIT_D, _BIT_a, _BIT_d = HIST_BIT["A"], HIST_BIT["D"], HIST_BIT["a"], HIST_BIT["d"]
@@ -159,6 +160,20 @@ class Sensor:
         if ts >= self.next_sweep:
             self.sweep(ts)
         try:
+            # Fast path for the bulk of ICS traffic: Ethernet II, IPv4 without options or
+            # fragmentation, TCP, on a flow already in the table. With IHL 5 the flow key
+            # (src ip, dst ip, sport, dport) is one contiguous slice, data[26:38].
+            if (linktype == 1 and len(data) >= 54 and data[12] == 8 and data[13] == 0 and data[14] == 0x45
+                    and data[23] == 6 and not (data[20] & 0x3F or data[21])):
+                hit = self.flows_tcp.get(data[26:38])
+                if hit is not None:
+                    conn = hit[0]
+                    tot = (data[16] << 8) | data[17]
+                    hl = (data[46] >> 4) << 2
+                    if ts - conn.last_ts <= self._tcp_idle and hl >= 20 and 34 + hl <= 14 + tot <= len(data):
+                        seq, ack = _SEQACK.unpack_from(data, 38)
+                        self._tcp(conn, hit[1], data[47], seq, ack, data[34 + hl:14 + tot], ts, frame, tot)
+                        return
             self._packet(frame, ts, data, linktype)
         except Exception as e:                  # a bug of ours must not kill the capture loop
             if base.DEBUG:
@@ -476,7 +491,15 @@ class Sensor:
                     conn.orig_bytes += n
                 else:
                     conn.resp_bytes += n
-                self._deliver(conn, is_orig, payload, ts, frames)
+                an = conn.analyzer
+                if an is not None and not base.DEBUG:
+                    try:
+                        an.data(is_orig, payload, ts, frames)
+                    except Exception as e:     # parser bug: count it, keep the sensor alive
+                        conn.weird(conn.protocol or "?", "parser_error", f"{type(e).__name__}: {e}", ts,
+                                   base.as_frames(frames), is_orig)
+                else:
+                    self._deliver(conn, is_orig, payload, ts, frames)
             else:
                 self._segment(conn, is_orig, half, seq, payload, ts, frames)
         if flags & (FIN | RST):
