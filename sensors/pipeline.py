@@ -649,6 +649,7 @@ class Sensor:
                     raise
                 conn.weird(conn.protocol or "?", "parser_error", f"{type(e).__name__}: {e}", conn.last_ts,
                            [], True)
+        conn.analyzer = None           # break the conn <-> analyzer cycle: freed by refcount, no GC needed
         self.emit("flow", "session", conn.record(), conn.first_ts, conn.frames, conn.orig, conn.resp)
 
     def end(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +33,9 @@ def _flush(sensor: Sensor, sinks: Sequence[Sink]) -> int:
     if events:
         for s in sinks:
             s(events)
+    # The automatic cyclic GC is off while a capture is read (it rescans the batch of live events
+    # hundreds of times per batch: ~12% of the run); collect the young generations here instead.
+    gc.collect(1)
     return len(events)
 
 
@@ -43,43 +47,53 @@ def read_captures(sensor: Sensor, paths: Iterable[str | Path], sinks: Sequence[S
         the flows and unmatched requests flushed at that point) has been written to the sinks.
     """
     total = 0
-    for p in paths:
-        path = Path(p)
-        sensor.begin(path.name)
-        bar = None
-        if progress and sys.stderr.isatty():
-            from tqdm import tqdm
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for p in paths:
+            total += _read_one(sensor, Path(p), sinks, progress, batch)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return total
 
-            bar = tqdm(total=capture_size(path), unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
-                       leave=False)
-        try:
-            warned: set[int] = set()
-            packet, out = sensor.packet, sensor.out
-            nbytes = 0
-            for number, ts, data, linktype in iter_frames(path):
-                if linktype not in SUPPORTED_LINKTYPES and linktype not in warned:
-                    warned.add(linktype)
-                    log.warning("%s: link type %d is not supported; its frames are counted only",
-                                path, linktype)
-                packet(number, ts, data, linktype)
-                if len(out) >= batch:
-                    total += _flush(sensor, sinks)
-                    out = sensor.out
-                if bar is not None:
-                    nbytes += len(data) + 16
-                    if not number & 4095:
-                        bar.n = min(bar.total, nbytes)
-                        bar.refresh()
-        except CaptureError:
-            sensor.end()
-            total += _flush(sensor, sinks)
-            raise
-        finally:
+
+def _read_one(sensor: Sensor, path: Path, sinks: Sequence[Sink], progress: bool, batch: int) -> int:
+    """One capture through the sensor; flows and pending requests are flushed at its end."""
+    total = 0
+    sensor.begin(path.name)
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=capture_size(path), unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
+                   leave=False)
+    try:
+        warned: set[int] = set()
+        packet, out = sensor.packet, sensor.out
+        nbytes = 0
+        for number, ts, data, linktype in iter_frames(path):
+            if linktype not in SUPPORTED_LINKTYPES and linktype not in warned:
+                warned.add(linktype)
+                log.warning("%s: link type %d is not supported; its frames are counted only", path, linktype)
+            packet(number, ts, data, linktype)
+            if len(out) >= batch:
+                total += _flush(sensor, sinks)
+                out = sensor.out
             if bar is not None:
-                bar.close()
+                nbytes += len(data) + 16
+                if not number & 4095:
+                    bar.n = min(bar.total, nbytes)
+                    bar.refresh()
+    except CaptureError:
         sensor.end()
         total += _flush(sensor, sinks)
-    return total
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    sensor.end()
+    return total + _flush(sensor, sinks)
 
 
 def run_live(sensor: Sensor, iface: str, sinks: Sequence[Sink], bpf: str | None = None, count: int = 0,
