@@ -24,6 +24,7 @@ _REGISTRY = {
     "mms": "sensors.mms",
     "profinet_dcp": "sensors.profinet_dcp",
     "omron_fins": "sensors.omron_fins",
+    "arp": "sensors.arp",
 }
 
 PROTOCOLS: dict[str, ModuleType] = {}
@@ -33,3 +34,14 @@ for _name, _path in _REGISTRY.items():
     except ModuleNotFoundError as _e:      # a module still being written: keep the others usable
         if _e.name != _path:
             raise
+
+
+def points_of(event) -> list[dict]:
+    """Point values of an event (base.py convention): `fields["points"]`, or the protocol module's
+    `points(fields)` for protocols that derive them on demand (Modbus)."""
+    pts = event.fields.get("points")
+    if pts is not None:
+        return pts
+    mod = PROTOCOLS.get(event.kind)
+    fn = getattr(mod, "points", None) if mod is not None else None
+    return fn(event.fields) if fn is not None else []

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from icsight.events import Event
+from sensors import points_of
 
 pytestmark = pytest.mark.live
 
@@ -65,7 +66,7 @@ def test_live_capture_of_real_modbus_stack_flushes_on_sigint(tmp_path, need_root
     assert {e.fields["func"] for e in modbus} == {"READ_HOLDING_REGISTERS", "WRITE_SINGLE_REGISTER",
                                                    "READ_COILS", "WRITE_SINGLE_COIL"}
     writes = [e for e in modbus if e.fields["func"] == "WRITE_SINGLE_REGISTER"]
-    assert [p["value"] for e in writes for p in e.fields["points"]] == [1000 + i for i in range(10)]
+    assert [p["value"] for e in writes for p in points_of(e)] == [1000 + i for i in range(10)]
     assert all(len(e.origin.frames) == 2 for e in modbus)
     assert any(e.kind == "flow" and e.dst.port == port for e in events)     # flushed at shutdown
     # the store got the same transactions

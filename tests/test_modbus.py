@@ -53,7 +53,7 @@ def test_exception_response_pairs_with_request() -> None:
     assert (f["func"], f["func_code"], f["exception"], f["exception_code"]) == \
         ("READ_HOLDING_REGISTERS", 3, "ILLEGAL_DATA_ADDRESS", 2)
     assert (f["status"], f["address"], f["quantity"], e.action) == ("paired", 600, 10, "read")
-    assert "points" not in f and "values" not in f
+    assert not modbus.points(f) and "values" not in f
     assert e.origin.frames == (1, 2) and e.src.port == 40000 and e.dst.port == 502
     assert f["latency"] == 1.0
 
@@ -64,7 +64,7 @@ def test_exception_response_pairs_with_request() -> None:
 def test_exception_codes(code: int, name: str) -> None:
     e = one([(True, adu(1, 1, bytes.fromhex("06 0001 0003"))), (False, adu(1, 1, bytes([0x86, code])))])
     assert e.fields["exception"] == name and e.fields["exception_code"] == code
-    assert "points" not in e.fields, "a refused write wrote nothing"
+    assert not modbus.points(e.fields), "a refused write wrote nothing"
     assert e.fields["values"] == [3]      # but the attempted value stays in the record
 
 
@@ -76,7 +76,7 @@ def test_exception_response_without_exception_code_is_truncated() -> None:
 
 def test_write_refused_with_exception_keeps_values_drops_points() -> None:
     e = one([(True, adu(3, 9, bytes.fromhex("10 0010 0002 04 0001 0002"))), (False, adu(3, 9, b"\x90\x03"))])
-    assert e.fields["values"] == [1, 2] and "points" not in e.fields and e.action == "write"
+    assert e.fields["values"] == [1, 2] and not modbus.points(e.fields) and e.action == "write"
 
 
 # --- framing: truncated MBAP, split PDUs, several PDUs per segment, bad headers ------------------
@@ -98,7 +98,7 @@ def test_pdu_split_across_two_segments() -> None:
     e = one([(True, req[:3]), (True, req[3:9]), (True, req[9:]), (False, resp[:8]), (False, resp[8:])])
     assert e.origin.frames == (1, 2, 3, 4, 5)
     assert e.fields["values"] == [0x11, 0x22]
-    assert e.fields["points"] == [{"ref": "u1:hr:100", "value": 0x11}, {"ref": "u1:hr:101", "value": 0x22}]
+    assert modbus.points(e.fields) == [{"ref": "u1:hr:100", "value": 0x11}, {"ref": "u1:hr:101", "value": 0x22}]
     assert e.ts == 0.0 and e.fields["latency"] == 3.0     # from the request's first segment
 
 
@@ -109,7 +109,7 @@ def test_two_pdus_in_one_segment_and_a_third_split() -> None:
     assert not weird
     got = {e.fields["trans_id"]: (e.origin.frames, e.fields["values"]) for e in evs}
     assert got == {1: ((1, 3), [1]), 2: ((1, 3), [2]), 3: ((1, 2, 3), [3])}
-    assert all(e.fields["points"][0]["ref"] == "u1:ir:0" for e in evs)
+    assert all(modbus.points(e.fields)[0]["ref"] == "u1:ir:0" for e in evs)
 
 
 def test_bad_protocol_id_resyncs_at_next_segment() -> None:
@@ -153,10 +153,10 @@ def test_unmatched_request_and_response() -> None:
     assert not weird
     by = {e.fields["status"]: e for e in evs}
     nr = by["no_request"]
-    assert nr.fields["values"] == [1, 2] and "points" not in nr.fields and "address" not in nr.fields
+    assert nr.fields["values"] == [1, 2] and not modbus.points(nr.fields) and "address" not in nr.fields
     assert nr.origin.frames == (2,) and nr.src.port == 40000 and "latency" not in nr.fields
     nresp = by["no_response"]
-    assert nresp.fields["points"] == [{"ref": "u3:hr:5", "value": 0x1234}] and nresp.origin.frames == (1,)
+    assert modbus.points(nresp.fields) == [{"ref": "u3:hr:5", "value": 0x1234}] and nresp.origin.frames == (1,)
 
 
 def test_duplicate_transaction_id_flushes_the_first_request() -> None:
@@ -211,7 +211,7 @@ def test_udp_analyzer() -> None:
     evs, weird = run([*pair("02 0003 0002", "02 01 02"), cut], transport="udp")
     assert weird_names(weird) == ["truncated_pdu"]
     [e] = evs
-    assert e.fields["values"] == [False, True] and e.fields["points"][1] == {"ref": "u1:di:4", "value": True}
+    assert e.fields["values"] == [False, True] and modbus.points(e.fields)[1] == {"ref": "u1:di:4", "value": True}
 
 
 # --- every function code -------------------------------------------------------------------------
@@ -219,23 +219,23 @@ def test_udp_analyzer() -> None:
 def test_read_coils_keeps_exactly_quantity_bits() -> None:
     e = one(pair("01 0013 000a", "01 02 cd 01"))
     assert e.fields["values"] == [True, False, True, True, False, False, True, True, True, False]
-    assert [p["ref"] for p in e.fields["points"]] == [f"u1:coil:{19 + i}" for i in range(10)]
+    assert [p["ref"] for p in modbus.points(e.fields)] == [f"u1:coil:{19 + i}" for i in range(10)]
 
 
 def test_write_multiple_coils_and_registers() -> None:
     e = one(pair("0f 0013 000a 02 cd 01", "0f 0013 000a"))
     assert (e.action, e.fields["quantity"], len(e.fields["values"])) == ("write", 10, 10)
-    assert e.fields["points"][0] == {"ref": "u1:coil:19", "value": True}
+    assert modbus.points(e.fields)[0] == {"ref": "u1:coil:19", "value": True}
     e = one(pair("10 0001 0002 04 000a 0102", "10 0001 0002", 2, 1))
     assert e.fields["values"] == [10, 258]
-    assert [p["ref"] for p in e.fields["points"]] == ["u1:hr:1", "u1:hr:2"]
+    assert [p["ref"] for p in modbus.points(e.fields)] == ["u1:hr:1", "u1:hr:2"]
 
 
 def test_write_single_coil_and_register() -> None:
     e = one(pair("05 00ac ff00", "05 00ac ff00", 1, 2))
-    assert e.fields["points"] == [{"ref": "u2:coil:172", "value": True}] and e.fields["quantity"] == 1
+    assert modbus.points(e.fields) == [{"ref": "u2:coil:172", "value": True}] and e.fields["quantity"] == 1
     e = one(pair("06 0001 0003", "06 0001 0003", 1, 2))
-    assert e.fields["points"] == [{"ref": "u2:hr:1", "value": 3}]
+    assert modbus.points(e.fields) == [{"ref": "u2:hr:1", "value": 3}]
 
 
 def test_echo_mismatch_is_weird() -> None:
@@ -314,13 +314,13 @@ def test_mask_write_read_write_fifo_file_records() -> None:
     e = one(pair("16 0004 00f2 0025", "16 0004 00f2 0025"))
     f = e.fields
     assert (f["address"], f["and_mask"], f["or_mask"], e.action) == (4, 0xF2, 0x25, "write")
-    assert "points" not in e.fields        # the result depends on the register's current value
+    assert not modbus.points(e.fields)        # the result depends on the register's current value
     e = one([(True, adu(2, 1, bytes.fromhex("17 0003 0002 000e 0001 02 00ff"))),
              (False, adu(2, 1, bytes.fromhex("17 04 00fe 0acd")))])
     f = e.fields
     assert (f["read_address"], f["read_quantity"], f["write_address"], f["write_quantity"]) == (3, 2, 14, 1)
     assert (f["write_values"], f["read_values"], e.action) == ([0xFF], [0xFE, 0xACD], "write")
-    assert f["points"] == [{"ref": "u1:hr:14", "value": 0xFF}, {"ref": "u1:hr:3", "value": 0xFE},
+    assert modbus.points(f) == [{"ref": "u1:hr:14", "value": 0xFF}, {"ref": "u1:hr:3", "value": 0xFE},
                            {"ref": "u1:hr:4", "value": 0xACD}]
     e = one(pair("18 04de", "18 0006 0002 01b8 1284", 3, 1))
     f = e.fields
@@ -423,7 +423,7 @@ def test_fields_are_declared() -> None:
         if p.stat().st_size < 100_000:
             keys |= {k for e in events_from_capture(p) if e.kind == "modbus" for k in e.fields}
     assert keys <= set(modbus.FIELDS), keys - set(modbus.FIELDS)
-    assert {"trans_id", "unit_id", "func", "points", "identity", "exception", "sub_function"} <= keys
+    assert {"trans_id", "unit_id", "func", "identity", "exception", "sub_function"} <= keys
 
 
 # --- fuzz -----------------------------------------------------------------------------------------

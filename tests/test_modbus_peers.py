@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sensors import modbus
 from sensors.run import events_from_capture
 from tests.conftest import PCAPS, need_shared
 from tests.peers import read_zeek_log, tshark_fields
@@ -71,7 +72,7 @@ def _words_hex(vals: list[int]) -> str:
 
 def _point_view(v: dict[str, list[str]], f: dict[str, Any], val: str, num: str) -> set[str]:
     """Values and register/bit numbers, taken from `points` (so the points are what is compared)."""
-    pts = f.get("points")
+    pts = modbus.points(f) or None
     if pts is None:
         # A response whose request was not seen (capture starts mid-stream): the address is unknown,
         # so we give no points; tshark numbers the registers/bits from 0 as if the address were 0.
