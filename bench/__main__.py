@@ -17,19 +17,25 @@ import time
 from pathlib import Path
 
 from bench.craft import craft_modbus
+from bench.craft_mixed import craft_mixed
 
 WORK = Path(__file__).resolve().parent / "_work"
 TSHARK_FIELDS = ["frame.number", "mbtcp.trans_id", "mbtcp.unit_id", "modbus.func_code", "modbus.reference_num",
                  "modbus.word_cnt", "modbus.bit_cnt", "modbus.regval_uint16", "modbus.exception_code"]
+# The same depth for the mixed capture: operation, object/point addresses and values per protocol.
+TSHARK_MIXED = ["frame.number", "dnp3.al.func", "dnp3.al.obj", "dnp3.al.index", "dnp3.al.ana.int",
+                "iec60870_asdu.typeid", "iec60870_asdu.causetx", "iec60870_asdu.ioa", "iec60870_asdu.float",
+                "enip.command", "enip.session", "cip.sc", "cip.symbol", "cip.genstat"]
+MIXED_FILTER = "dnp3 || iec60870_asdu || cip"
 
 
-def _capture(n: int) -> Path:
+def _capture(n: int, kind: str = "modbus") -> Path:
     WORK.mkdir(exist_ok=True)
-    p = WORK / f"modbus_{n}.pcap"
+    p = WORK / f"{kind}_{n}.pcap"
     if not p.exists():
         t = time.perf_counter()
-        trans = craft_modbus(p, n)
-        print(f"crafted {p.name}: {trans} transactions in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        what = craft_modbus(p, n) if kind == "modbus" else craft_mixed(p, n)
+        print(f"crafted {p.name}: {what} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     return p
 
 
@@ -40,12 +46,12 @@ def _sensor(cap: Path, mode: str) -> dict:
     return json.loads(out.stdout)
 
 
-def _tshark(cap: Path) -> dict:
+def _tshark(cap: Path, fields: list[str] = TSHARK_FIELDS, display_filter: str = "modbus") -> dict:
     exe = shutil.which("tshark")
     if exe is None:
         return {}
-    cmd = [exe, "-n", "-r", str(cap), "-Y", "modbus", "-T", "fields"]
-    for f in TSHARK_FIELDS:
+    cmd = [exe, "-n", "-r", str(cap), "-Y", display_filter, "-T", "fields"]
+    for f in fields:
         cmd += ["-e", f]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
@@ -60,16 +66,17 @@ def _tshark(cap: Path) -> dict:
 
 def main() -> None:
     sizes = [int(x) for x in os.environ.get("BENCH_SIZES", "1000000").split(",")]
+    mixed = [int(x) for x in os.environ.get("BENCH_MIXED_SIZES", "1000000").split(",") if x]
     rows = []
-    for n in sizes:
-        cap = _capture(n)
+    for kind, n in [("modbus", n) for n in sizes] + [("mixed", n) for n in mixed]:
+        cap = _capture(n, kind)
         parse = _sensor(cap, "parse")
         store = _sensor(cap, "store")
-        ts = _tshark(cap)
+        ts = _tshark(cap) if kind == "modbus" else _tshark(cap, TSHARK_MIXED, MIXED_FILTER)
         frames = store["frames"]
-        row = {"packets": frames, "sensor_parse_pps": frames / parse["seconds"],
+        row = {"capture": kind, "packets": frames, "sensor_parse_pps": frames / parse["seconds"],
                "sensor_store_pps": frames / store["seconds"], "sensor_max_rss_mb": store["max_rss_mb"],
-               "sensor_transactions": store["modbus"]}
+               "sensor_events": store["events"]}
         if ts:
             row.update(tshark_pps=frames / ts["seconds"], tshark_max_rss_mb=ts["max_rss_mb"],
                        tshark_modbus_pdus=ts["modbus_pdus"],
@@ -77,10 +84,10 @@ def main() -> None:
                        ratio_parse=row["sensor_parse_pps"] / (frames / ts["seconds"]))
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    print(f"{'packets':>9} {'sensor pkt/s (parse+store)':>27} {'parse only':>11} {'tshark pkt/s':>13} "
+    print(f"{'capture':>8} {'packets':>9} {'sensor pkt/s (parse+store)':>27} {'parse only':>11} {'tshark pkt/s':>13} "
           f"{'ratio':>6} {'sensor peak MB':>15} {'tshark peak MB':>15}")
     for r in rows:
-        print(f"{r['packets']:>9} {r['sensor_store_pps']:>27,.0f} {r['sensor_parse_pps']:>11,.0f} "
+        print(f"{r['capture']:>8} {r['packets']:>9} {r['sensor_store_pps']:>27,.0f} {r['sensor_parse_pps']:>11,.0f} "
               f"{r.get('tshark_pps', float('nan')):>13,.0f} {r.get('ratio_store', float('nan')):>6.2f} "
               f"{r['sensor_max_rss_mb']:>15.0f} {r.get('tshark_max_rss_mb', float('nan')):>15.0f}")
 
