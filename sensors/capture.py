@@ -117,9 +117,17 @@ def iter_frames(path: str | Path) -> Iterator[tuple[int, float, bytes, int]]:
         if size <= 24:
             return
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # Pages already parsed are handed back every 16 MiB: a mapped file counts in the process's
+    # resident memory, which must stay flat however long the capture.
+    dontneed = getattr(mmap, "MADV_DONTNEED", None)
+    step = 16 << 20
+    released = 0
     try:
         off, n = 24, 0
         while off + 16 <= size:
+            if dontneed is not None and off - released >= 2 * step:
+                mm.madvise(dontneed, released, step)
+                released += step
             sec, frac, caplen, _wire = unpack(mm, off)
             end = off + 16 + caplen
             if end > size:
