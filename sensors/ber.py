@@ -219,3 +219,24 @@ def f32(v: float) -> float:
         if _F32.pack(s) == packed:
             return s
     return float(f"{v:.9g}")
+
+
+def as_oid(v: memoryview | bytes) -> str:
+    """OBJECT IDENTIFIER contents as dotted decimal (X.690 8.19): the first octet(s) pack the first two
+    arcs as 40 * a1 + a2 (a1 = 2 takes every value >= 80).
+
+    :raise BerError: empty, or the last sub-identifier cut short (its octet has bit 8 set).
+    """
+    if len(v) == 0:
+        raise BerError("empty OBJECT IDENTIFIER")
+    if v[-1] & 0x80:
+        raise BerError("OBJECT IDENTIFIER cut short")
+    arcs, n = [], 0
+    for b in v:
+        n = (n << 7) | (b & 0x7F)
+        if not b & 0x80:
+            arcs.append(n)
+            n = 0
+    first = arcs[0]
+    a1 = min(first // 40, 2)
+    return ".".join(map(str, [a1, first - 40 * a1, *arcs[1:]]))
