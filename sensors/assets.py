@@ -135,8 +135,8 @@ class _Device:
     __slots__ = ("emitted", "first", "identity", "ip", "last", "last_event", "mac", "macs", "protocols",
                  "roles", "tenant")
 
-    def __init__(self, tenant: str, ip: str, ts: float) -> None:
-        self.tenant, self.ip = tenant, ip
+    def __init__(self, tenant: str, ip: str | None, ts: float) -> None:
+        self.tenant, self.ip = tenant, ip          # ip None: a device seen only at layer 2 (GOOSE, DCP)
         self.first = self.last = ts
         self.mac: str | None = None
         self.macs: dict[str, list[float]] = {}           # mac -> [first_seen, last_seen]
@@ -146,9 +146,15 @@ class _Device:
         self.emitted: dict[str, Any] | None = None
         self.last_event: Event | None = None             # the latest event that touched the device
 
+    @property
+    def key(self) -> str:
+        """The device's key in the inventory and the store: its IP, else `mac:<mac>`."""
+        return self.ip if self.ip else f"mac:{self.mac}"
+
     def record(self) -> dict[str, Any]:
         """The asset record: fresh lists and dicts, safe to put into an (immutable) event."""
         return {
+            "key": self.key,
             "ip": self.ip,
             "mac": self.mac,
             "vendor": mac_vendor(self.mac) if self.mac else None,
@@ -165,7 +171,7 @@ class _Device:
 
     @classmethod
     def from_record(cls, tenant: str, rec: Mapping[str, Any]) -> _Device:
-        d = cls(tenant, rec["ip"], iso_to_ts(rec["first_seen"]))
+        d = cls(tenant, rec.get("ip"), iso_to_ts(rec["first_seen"]))
         d.last = iso_to_ts(rec["last_seen"])
         d.mac = rec.get("mac")
         d.macs = {m["mac"]: [iso_to_ts(m["first_seen"]), iso_to_ts(m["last_seen"])]
@@ -185,6 +191,7 @@ class AssetInventory:
         self.roles = dict(_roles_table() if roles is None else roles)
         self.server_ports = _service_ports()
         self._seen: dict[tuple, tuple[tuple[_Device, str | None, list[float] | None], ...]] = {}
+        self.by_mac: dict[tuple[str, str], _Device] = {}       # (tenant, mac) -> device, for L2 events
 
     @classmethod
     def from_store(cls, store: EventStore, tenant: str | None = None,
@@ -198,7 +205,10 @@ class AssetInventory:
         for rec in store.assets(tenant):
             t = rec["tenant"]
             rec = {k: v for k, v in rec.items() if k != "tenant"}
-            inv.devices[(t, rec["ip"])] = _Device.from_record(t, rec)
+            dev = _Device.from_record(t, rec)
+            inv.devices[(t, dev.key)] = dev
+            for m in dev.macs:
+                inv.by_mac.setdefault((t, m), dev)
         return inv
 
     def records(self, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -238,9 +248,17 @@ class AssetInventory:
         touched: list[tuple[_Device, str | None, list[float] | None]] = []
         for side, ep in (("src", src), ("dst", dst)):
             ip = ep.ip
-            if not ip or not is_unicast_ip(ip) or (side == "dst" and _group_mac(ep.mac)):
+            if not ip:
+                # Layer-2 protocols (GOOSE, PROFINET DCP) name devices by MAC only: the device that
+                # owns the MAC (an IP device already bound to it, else a MAC-keyed device).
+                mac = ep.mac
+                if kind == "flow" or not mac or mac == NULL_MAC or _group_mac(mac):
+                    continue
+                changes, dev = self._learn(ev, side, ep, self.by_mac.get((ev.tenant, mac)))
+            elif not is_unicast_ip(ip) or (side == "dst" and _group_mac(ep.mac)):
                 continue
-            changes, dev = self._learn(ev, side, ep)
+            else:
+                changes, dev = self._learn(ev, side, ep)
             touched.append((dev, ep.mac, dev.macs.get(ep.mac) if ep.mac else None))
             if changes:
                 if learned and learned[0][0] is dev:      # both sides one device (loopback captures)
@@ -253,9 +271,10 @@ class AssetInventory:
             self._seen[sig] = tuple(touched)
         return [self._announce(dev, ev, changes) for dev, changes in learned] if learned else None
 
-    def _learn(self, ev: Event, side: str, ep: Endpoint) -> tuple[list[str], _Device]:
-        key = (ev.tenant, ep.ip)
-        dev = self.devices.get(key)
+    def _learn(self, ev: Event, side: str, ep: Endpoint, dev: _Device | None = None) -> tuple[list[str], _Device]:
+        key = (ev.tenant, ep.ip or f"mac:{ep.mac}")
+        if dev is None:
+            dev = self.devices.get(key)
         changes: list[str] = []
         ts = ev.ts
         end = ts
@@ -266,7 +285,9 @@ class AssetInventory:
             if isinstance(dur, (int, float)) and dur > 0:
                 end = ts + dur
         if dev is None:
-            dev = self.devices[key] = _Device(ev.tenant, ep.ip, ts)     # type: ignore[arg-type]
+            dev = self.devices[key] = _Device(ev.tenant, ep.ip, ts)
+            if not ep.ip:
+                dev.mac = ep.mac
             changes.append("new")
         if ts < dev.first:
             dev.first = ts
@@ -284,6 +305,7 @@ class AssetInventory:
                     elif not changes:
                         changes.append(f"mac:{mac}")
                     dev.macs[mac] = [ts, end]
+                    self.by_mac.setdefault((ev.tenant, mac), dev)
                 dev.mac = mac
             else:
                 if ts < seen[0]:
@@ -347,7 +369,7 @@ class AssetInventory:
         rec = dev.record()
         dev.emitted = rec
         fields = dict(rec, changes=changes)
-        return Event(asset_event_id(ev.sensor, ev.origin.capture, ev.id, dev.ip), ev.ts, KIND, dev.tenant,
+        return Event(asset_event_id(ev.sensor, ev.origin.capture, ev.id, dev.key), ev.ts, KIND, dev.tenant,
                      ev.sensor, Endpoint(dev.ip, None, dev.mac), Endpoint(), ACTION, fields,
                      Origin(ev.origin.capture, tuple(ev.origin.frames)))
 
@@ -366,7 +388,7 @@ class AssetInventory:
             if not changed:
                 continue
             dev.emitted = rec
-            out.append(Event(asset_event_id(ev.sensor, ev.origin.capture, "final", ev.id, dev.ip), dev.last,
+            out.append(Event(asset_event_id(ev.sensor, ev.origin.capture, "final", ev.id, dev.key), dev.last,
                              KIND, dev.tenant, ev.sensor, Endpoint(dev.ip, None, dev.mac), Endpoint(), ACTION,
                              dict(rec, changes=changed), Origin(ev.origin.capture, tuple(ev.origin.frames))))
         for dev in self.devices.values():

@@ -213,6 +213,8 @@ class LiveCapture:
 
         :raise OSError: the interface cannot be opened (no such device, no permission).
         """
+        import scapy.arch  # noqa: F401 - sets conf.L2listen (None until scapy's arch layer is imported)
+        import scapy.all  # noqa: F401 - loads the platform layer that sets conf.L2listen
         from scapy.config import conf
 
         sock = conf.L2listen(iface=self.iface, filter=self.bpf, promisc=True)

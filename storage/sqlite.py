@@ -213,11 +213,13 @@ class SQLiteStore:
         con = self.con
         for e in assets:
             row = con.execute("SELECT seq FROM events WHERE ts = ? AND id = ?", (e.ts, e.id)).fetchone()
-            if row is None or row[0] <= before or not e.src.ip:
+            # The device key: its IP, or `mac:<mac>` for a device seen only at layer 2.
+            key = e.fields.get("key") or e.src.ip
+            if row is None or row[0] <= before or not key:
                 continue                      # already stored before: a re-ingest changes nothing
             f = e.fields
             record = orjson.dumps({k: v for k, v in f.items() if k != "changes"}, option=_ORJSON_OPTS)
-            con.execute(_UPSERT_ASSET, (e.tenant, e.src.ip, f.get("mac"), f.get("vendor"),
+            con.execute(_UPSERT_ASSET, (e.tenant, key, f.get("mac"), f.get("vendor"),
                                         f.get("first_seen"), f.get("last_seen"), record.decode(), e.id))
 
     # ------------------------------------------------------------------ read
@@ -317,7 +319,7 @@ class SQLiteStore:
             rec = orjson.loads(record)
             rec["tenant"] = t
             out.append(rec)
-        out.sort(key=lambda r: (r["tenant"], _ip_key(r["ip"])))
+        out.sort(key=lambda r: (r["tenant"], _ip_key(r.get("key") or r["ip"])))
         return out
 
     # ------------------------------------------------------------------ lifecycle

@@ -266,10 +266,14 @@ def test_inventory_invariants_on_every_shared_capture(cap: Path):
     by_id = {e.id: e for e in events}
     assert len(by_id) == len(events)
     announced = assets_of(events)
-    recs = {r["ip"]: r for r in inv.records()}
-    assert {e.src.ip for e in announced} == set(recs)                 # every device was announced
+    recs = {r["key"]: r for r in inv.records()}
+    assert {e.fields["key"] for e in announced} == set(recs)           # every device was announced
     for e in announced:
-        assert is_unicast_ip(e.src.ip) and e.dst == Endpoint() and e.action == "discover"
+        if e.src.ip is not None:
+            assert is_unicast_ip(e.src.ip) and e.fields["key"] == e.src.ip
+        else:                                       # a layer-2-only device (GOOSE, DCP): keyed by MAC
+            assert e.src.mac and e.fields["key"] == f"mac:{e.src.mac}"
+        assert e.dst == Endpoint() and e.action == "discover"
         assert e.fields["changes"]
     for r in recs.values():
         for key, vals in r["identity"].items():
@@ -278,11 +282,12 @@ def test_inventory_invariants_on_every_shared_capture(cap: Path):
                 assert list(src.frames) == v["frames"]
                 assert src.fields["identity"][key] == v["value"]
                 side = src.fields.get("identity_of", "dst")
-                assert (src.src if side == "src" else src.dst).ip == r["ip"]
+                ep = src.src if side == "src" else src.dst
+                assert ep.ip == r["ip"] if r["ip"] else ep.mac in {m["mac"] for m in r["macs"]} | {r["mac"]}
     # never one per packet: each announcement teaches something not announced before, and each device
     # gets at most one end-of-capture snapshot (changes that are record keys, e.g. "last_seen")
     for ip in recs:
-        mine = [e.fields["changes"] for e in announced if e.src.ip == ip]
+        mine = [e.fields["changes"] for e in announced if e.fields["key"] == ip]
         facts = [c for ch in mine for c in ch if ":" in c or c == "new"]
         assert len(facts) == len(set(facts)), (ip, mine)
         assert sum(1 for ch in mine if all(":" not in c and c != "new" for c in ch)) <= 1, (ip, mine)
