@@ -85,6 +85,12 @@ def _make_sensor(settings: Settings, st) -> tuple:
     if AssetInventory is not None:
         inv = AssetInventory.from_store(st, settings.tenant) if st is not None else AssetInventory()
         observers.append(inv)
+    try:                                   # detection (rules + learned layers) after the inventory
+        from detect.runtime import build_observers
+    except ImportError:
+        build_observers = None
+    if build_observers is not None:
+        observers.extend(build_observers(settings, st))
     s = Sensor(settings, observers=observers)
     if inv is not None and hasattr(inv, "bind"):
         inv.bind(s)
@@ -149,9 +155,11 @@ def sensor_live(iface: str, data_dir: str | None, config: str | None, bpf: str |
     s, _ = _make_sensor(settings, st)
     n = 0
     code = errors.E_OK
+    from scapy.error import Scapy_Exception
+
     try:
         n = run_live(s, iface, sinks, bpf=bpf, count=count)
-    except (OSError, PermissionError) as e:
+    except (OSError, ValueError, Scapy_Exception) as e:     # scapy: ValueError for an unknown interface
         click.echo(f"icsight: cannot capture on {iface}: {e}", err=True)
         code = errors.E_INTERFACE
     finally:

@@ -18,8 +18,9 @@ from pymodbus.server import StartAsyncTcpServer
 
 
 def _serve(port: int, ready: threading.Event) -> None:
-    block = ModbusSequentialDataBlock(0, list(range(200)))
-    dev = ModbusDeviceContext(di=block, co=ModbusSequentialDataBlock(0, [0] * 200), hr=block, ir=block)
+    # pymodbus >= 3.10: a block starts at 1-based address 1 (protocol address 0)
+    block = ModbusSequentialDataBlock(1, list(range(200)))
+    dev = ModbusDeviceContext(di=block, co=ModbusSequentialDataBlock(1, [0] * 200), hr=block, ir=block)
     ctx = ModbusServerContext(devices=dev, single=True)
 
     async def run() -> None:
