@@ -20,7 +20,8 @@ from bench.craft import craft_modbus
 from bench.craft_mixed import craft_mixed
 
 WORK = Path(__file__).resolve().parent / "_work"
-TSHARK_FIELDS = ["frame.number", "mbtcp.trans_id", "mbtcp.unit_id", "modbus.func_code", "modbus.reference_num",
+TSHARK_FIELDS = ["frame.number", "mbtcp.trans_id", "mbtcp.unit_id", "modbus.func_code",
+                 "modbus.reference_num",
                  "modbus.word_cnt", "modbus.bit_cnt", "modbus.regval_uint16", "modbus.exception_code"]
 # The same depth for the mixed capture: operation, object/point addresses and values per protocol.
 TSHARK_MIXED = ["frame.number", "dnp3.al.func", "dnp3.al.obj", "dnp3.al.index", "dnp3.al.ana.int",
@@ -84,10 +85,12 @@ def main() -> None:
                        ratio_parse=row["sensor_parse_pps"] / (frames / ts["seconds"]))
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    print(f"{'capture':>8} {'packets':>9} {'sensor pkt/s (parse+store)':>27} {'parse only':>11} {'tshark pkt/s':>13} "
+    print(f"{'capture':>8} {'packets':>9} {'sensor pkt/s (parse+store)':>27} {'parse only':>11} "
+          f"{'tshark pkt/s':>13} "
           f"{'ratio':>6} {'sensor peak MB':>15} {'tshark peak MB':>15}")
     for r in rows:
-        print(f"{r['capture']:>8} {r['packets']:>9} {r['sensor_store_pps']:>27,.0f} {r['sensor_parse_pps']:>11,.0f} "
+        print(f"{r['capture']:>8} {r['packets']:>9} {r['sensor_store_pps']:>27,.0f} "
+              f"{r['sensor_parse_pps']:>11,.0f} "
               f"{r.get('tshark_pps', float('nan')):>13,.0f} {r.get('ratio_store', float('nan')):>6.2f} "
               f"{r['sensor_max_rss_mb']:>15.0f} {r.get('tshark_max_rss_mb', float('nan')):>15.0f}")
 

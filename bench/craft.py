@@ -17,7 +17,8 @@ def transaction(rng: random.Random, tid: int, unit: int = 1) -> tuple[bytes, byt
     if r < 0.6:          # read holding registers
         addr, qty = rng.randrange(0, 1000), rng.randint(1, 20)
         req = struct.pack("!BHH", 3, addr, qty)
-        resp = struct.pack("!BB", 3, 2 * qty) + struct.pack(f"!{qty}H", *(rng.randrange(65536) for _ in range(qty)))
+        regs = [rng.randrange(65536) for _ in range(qty)]
+        resp = struct.pack("!BB", 3, 2 * qty) + struct.pack(f"!{qty}H", *regs)
     elif r < 0.8:        # read coils
         addr, qty = rng.randrange(0, 1000), rng.randint(1, 32)
         nbytes = (qty + 7) // 8

@@ -109,15 +109,13 @@ def craft_mixed(path: Path, packets: int, per_flow: int = 60, seed: int = 7) -> 
                 s = TcpSession(out, SCADA, IED, port, 2404, rng.randrange(1 << 32), rng.randrange(1 << 32))
                 ts = s.open(ts + 0.001)
                 s.exchange(ts + 0.001, iec104_u(0x07), iec104_u(0x0B))      # STARTDT act / con
-                ns = 0
-                for i in range(per_flow):
+                for ns in range(per_flow):
                     ts += 0.01
                     objs = [(4001 + k, 110.0 + rng.random()) for k in range(8)]
                     s.send(ts, False, iec104_i(ns, 0, 1, objs))
-                    ns += 1
                     counts["iec104"] += 1
-                    if ns % 4 == 0:
-                        s.send(ts + 0.002, True, iec104_s(ns))
+                    if (ns + 1) % 4 == 0:
+                        s.send(ts + 0.002, True, iec104_s(ns + 1))
                 ts = s.close(ts + 0.01)
             else:
                 s = TcpSession(out, HMI, PLC, port, 44818, rng.randrange(1 << 32), rng.randrange(1 << 32))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import click
 
@@ -28,7 +27,7 @@ def _settings(data_dir: str | None, config: str | None) -> Settings:
 
 
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                               help="Data directory (default: $ICSIGHT_DATA_DIR, else the per-user data dir).")
+                               help="Data directory (default: $ICSIGHT_DATA_DIR, else the per-user dir).")
 config_option = click.option("--config", type=click.Path(dir_okay=False), default=None,
                              help="YAML settings file (default: DATA_DIR/icsight.yml if present).")
 
@@ -81,7 +80,7 @@ def _make_sensor(settings: Settings, st) -> tuple:
     try:
         from sensors.assets import AssetInventory
     except ImportError:
-        AssetInventory = None  # noqa: N806
+        AssetInventory = None
     if AssetInventory is not None:
         inv = AssetInventory.from_store(st, settings.tenant) if st is not None else AssetInventory()
         observers.append(inv)
@@ -110,7 +109,7 @@ def _summary(s, n_events: int) -> None:
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
 @data_dir_option
 @config_option
-@click.option("--jsonl", default=None, metavar="FILE|-", help="Also write events as JSON lines ('-' = stdout).")
+@click.option("--jsonl", default=None, metavar="FILE|-", help="Also write JSON lines ('-' = stdout).")
 @click.option("--no-store", is_flag=True, help="Do not write to the store (only --jsonl).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr (when a terminal).")
 def sensor_read(captures: tuple[str, ...], data_dir: str | None, config: str | None, jsonl: str | None,
@@ -143,7 +142,7 @@ def sensor_read(captures: tuple[str, ...], data_dir: str | None, config: str | N
 @config_option
 @click.option("--filter", "bpf", default=None, help="BPF capture filter, e.g. 'tcp port 502'.")
 @click.option("--count", default=0, help="Stop after this many frames (0 = until interrupted).")
-@click.option("--jsonl", default=None, metavar="FILE|-", help="Also write events as JSON lines ('-' = stdout).")
+@click.option("--jsonl", default=None, metavar="FILE|-", help="Also write JSON lines ('-' = stdout).")
 @click.option("--no-store", is_flag=True, help="Do not write to the store.")
 def sensor_live(iface: str, data_dir: str | None, config: str | None, bpf: str | None, count: int,
                 jsonl: str | None, no_store: bool) -> None:

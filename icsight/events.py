@@ -19,7 +19,8 @@ _JSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 KINDS_FIXED = ("flow", "asset", "weird", "alert")
 
 # Normalised verbs (architecture.md): what an operation does to the process, whatever the protocol.
-ACTIONS = ("read", "write", "program", "control", "diagnose", "discover", "session", "error", "other", "alert")
+ACTIONS = ("read", "write", "program", "control", "diagnose", "discover", "session", "error", "other",
+           "alert")
 
 
 @dataclass(frozen=True, slots=True)

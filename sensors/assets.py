@@ -271,7 +271,8 @@ class AssetInventory:
             self._seen[sig] = tuple(touched)
         return [self._announce(dev, ev, changes) for dev, changes in learned] if learned else None
 
-    def _learn(self, ev: Event, side: str, ep: Endpoint, dev: _Device | None = None) -> tuple[list[str], _Device]:
+    def _learn(self, ev: Event, side: str, ep: Endpoint,
+               dev: _Device | None = None) -> tuple[list[str], _Device]:
         key = (ev.tenant, ep.ip or f"mac:{ep.mac}")
         if dev is None:
             dev = self.devices.get(key)

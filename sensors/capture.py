@@ -103,7 +103,8 @@ def iter_frames(path: str | Path) -> Iterator[tuple[int, float, bytes, int]]:
         with open(path, "rb") as f:
             head = f.read(24)
     except OSError as e:
-        raise CaptureError(str(path), None, "no such file" if isinstance(e, FileNotFoundError) else str(e)) from e
+        reason = "no such file" if isinstance(e, FileNotFoundError) else str(e)
+        raise CaptureError(str(path), None, reason) from e
     fmt = _PCAP_MAGIC.get(head[:4])
     if fmt is None or len(head) < 24:
         yield from read_capture(path)
@@ -213,8 +214,8 @@ class LiveCapture:
 
         :raise OSError: the interface cannot be opened (no such device, no permission).
         """
+        import scapy.all
         import scapy.arch  # noqa: F401 - sets conf.L2listen (None until scapy's arch layer is imported)
-        import scapy.all  # noqa: F401 - loads the platform layer that sets conf.L2listen
         from scapy.config import conf
 
         sock = conf.L2listen(iface=self.iface, filter=self.bpf, promisc=True)
@@ -237,7 +238,7 @@ class LiveCapture:
                 except OSError as e:
                     log.warning("live capture on %s: %s", self.iface, e)
                     break
-                cls, data, ts = res
+                _cls, data, ts = res
                 if data is None:
                     continue
                 n += 1

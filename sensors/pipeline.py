@@ -395,9 +395,8 @@ class Sensor:
         flip = False
         if proto == "tcp" and flags & SYN and not flags & (FIN | RST):   # SYN+FIN/RST opens nothing
             flip = bool(flags & ACK)
-        elif dport not in pmap and sport in pmap:
-            flip = True
-        elif proto == "tcp" and not flags & SYN and dport not in pmap and sport < dport and sport < 1024:
+        elif dport not in pmap and (sport in pmap or (proto == "tcp" and not flags & SYN
+                                                       and sport < dport and sport < 1024)):
             flip = True
         a = Endpoint(_ip_str(src), sport if proto != "icmp" else None, mac_str(smac) if smac else None)
         b = Endpoint(_ip_str(dst), dport if proto != "icmp" else None, mac_str(dmac) if dmac else None)
@@ -623,7 +622,7 @@ class Sensor:
                 if conn.closed_ts is not None:
                     if now - conn.last_ts > st.close_delay:
                         dead.append((key, conn))
-                elif now - conn.last_ts > (st.tcp_idle_timeout if conn.proto == "tcp" else st.udp_idle_timeout):
+                elif now - conn.last_ts > (self._tcp_idle if conn.proto == "tcp" else self._udp_idle):
                     dead.append((key, conn))
             for key, conn in dead:
                 self._finish(table, key, conn)

@@ -33,7 +33,8 @@ def tshark_fields(pcap: Path, fields: list[str], display_filter: str = "",
     return rows
 
 
-def tshark_json(pcap: Path, display_filter: str = "", protocols: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def tshark_json(pcap: Path, display_filter: str = "",
+                protocols: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """tshark -T json output (list of frames); `protocols` limits the layers (-J)."""
     from tests.conftest import need_tshark
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import random
 import types
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_reassembly_recovers_stream(data, cuts, seed, dup, overlap, isn):
     """Shuffled, duplicated and overlapping segments (sequence wrap included) give back the stream."""
     rng = random.Random(seed)
     points = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
-    segs = [(a, data[a:b]) for a, b in zip(points, points[1:], strict=False)]
+    segs = [(a, data[a:b]) for a, b in itertools.pairwise(points)]
     if overlap:  # re-send spans that straddle segment boundaries
         segs += [(a, data[a:a + rng.randint(1, 200)]) for a, _ in segs[: len(segs) // 2]]
     segs += [s for s in segs if rng.random() < dup]
@@ -118,7 +119,7 @@ def test_gap_is_declared_when_peer_acks_past_a_hole():
     frames.append(_seg(isn + 21, b"C" * 10))
     frames.append(_seg(5001, b"", flags="A", src=S, dst=C, sport=9999, dport=40000, ack=isn + 31))
     frames.append(_seg(isn + 31, b"D" * 5))
-    s, events = _run(frames)
+    _s, events = _run(frames)
     an = _Collect.last
     assert an.stream() == b"A" * 10 + b"C" * 10 + b"D" * 5
     assert an.gaps[True] == 10
@@ -145,7 +146,7 @@ def test_held_out_of_order_bytes_are_bounded():
     # a hole at the start that never fills, followed by 300 KiB held out of order
     chunk = b"x" * 1000
     frames += [_seg(isn + 1 + 5000 + i * 1000, chunk) for i in range(300)]
-    s, events = _run(frames)
+    _s, _events = _run(frames)
     an = _Collect.last
     assert an.gaps[True] >= 5000                 # the hole was given up on, not held forever
     assert an.stream() == chunk * 300
@@ -201,7 +202,7 @@ def test_ipv4_fragments_reassembled_with_all_frames():
     frags = fragment(IP(src=C, dst=S) / UDP(sport=40000, dport=9999) / payload, fragsize=800)
     assert len(frags) >= 4
     order = [frags[-1], *frags[:-1]]       # last fragment first: order must not matter
-    _, events = _run([bytes(Ether() / f) for f in order])
+    _, _events = _run([bytes(Ether() / f) for f in order])
     ((data, frames),) = _Collect.last.chunks[True]
     assert data == payload
     assert frames == list(range(1, len(frags) + 1))
@@ -310,7 +311,8 @@ def test_not_a_capture(tmp_path):
 
 def test_event_json_round_trip_and_deterministic_ids(tmp_path):
     e = Event("abc", 1595660608.237857, "modbus", "t1", "s1", Endpoint("1.2.3.4", 502, "00:11:22:33:44:55"),
-              Endpoint("5.6.7.8", 40000), "read", {"b": 1, "a": [1, 2], "中文": "值"}, Origin("x.pcap", (1, 2)))
+              Endpoint("5.6.7.8", 40000), "read", {"b": 1, "a": [1, 2], "中文": "值"},
+              Origin("x.pcap", (1, 2)))
     j = e.to_json()
     assert Event.from_json(j) == e
     assert j.index('"action"') < j.index('"dst"') < j.index('"fields"')      # sorted keys

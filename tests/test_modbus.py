@@ -98,7 +98,8 @@ def test_pdu_split_across_two_segments() -> None:
     e = one([(True, req[:3]), (True, req[3:9]), (True, req[9:]), (False, resp[:8]), (False, resp[8:])])
     assert e.origin.frames == (1, 2, 3, 4, 5)
     assert e.fields["values"] == [0x11, 0x22]
-    assert modbus.points(e.fields) == [{"ref": "u1:hr:100", "value": 0x11}, {"ref": "u1:hr:101", "value": 0x22}]
+    assert modbus.points(e.fields) == [{"ref": "u1:hr:100", "value": 0x11},
+                                       {"ref": "u1:hr:101", "value": 0x22}]
     assert e.ts == 0.0 and e.fields["latency"] == 3.0     # from the request's first segment
 
 
@@ -156,7 +157,8 @@ def test_unmatched_request_and_response() -> None:
     assert nr.fields["values"] == [1, 2] and not modbus.points(nr.fields) and "address" not in nr.fields
     assert nr.origin.frames == (2,) and nr.src.port == 40000 and "latency" not in nr.fields
     nresp = by["no_response"]
-    assert modbus.points(nresp.fields) == [{"ref": "u3:hr:5", "value": 0x1234}] and nresp.origin.frames == (1,)
+    assert modbus.points(nresp.fields) == [{"ref": "u3:hr:5", "value": 0x1234}]
+    assert nresp.origin.frames == (1,)
 
 
 def test_duplicate_transaction_id_flushes_the_first_request() -> None:
@@ -211,7 +213,8 @@ def test_udp_analyzer() -> None:
     evs, weird = run([*pair("02 0003 0002", "02 01 02"), cut], transport="udp")
     assert weird_names(weird) == ["truncated_pdu"]
     [e] = evs
-    assert e.fields["values"] == [False, True] and modbus.points(e.fields)[1] == {"ref": "u1:di:4", "value": True}
+    assert e.fields["values"] == [False, True]
+    assert modbus.points(e.fields)[1] == {"ref": "u1:di:4", "value": True}
 
 
 # --- every function code -------------------------------------------------------------------------
