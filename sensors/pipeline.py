@@ -171,8 +171,30 @@ class Sensor:
                     tot = (data[16] << 8) | data[17]
                     hl = (data[46] >> 4) << 2
                     if ts - conn.last_ts <= self._tcp_idle and hl >= 20 and 34 + hl <= 14 + tot <= len(data):
+                        flags = data[47]
+                        # conn.half is (originator's, responder's): the peer's half is half[is_orig].
+                        if flags == ACK and 34 + hl == 14 + tot and not conn.half[hit[1]].held:
+                            # A pure ACK (no payload, nothing held for the peer): bookkeeping only.
+                            conn.last_ts = ts
+                            if len(conn.frames) < MAX_FLOW_FRAMES:
+                                conn.frames.append(frame)
+                            else:
+                                conn.frames_truncated = True
+                            if hit[1]:
+                                conn.orig_pkts += 1
+                                conn.orig_ip_bytes += tot
+                                if not conn.hbits & _BIT_A:
+                                    conn.hbits |= _BIT_A
+                                    conn.hist.append("A")
+                            else:
+                                conn.resp_pkts += 1
+                                conn.resp_ip_bytes += tot
+                                if not conn.hbits & _BIT_a:
+                                    conn.hbits |= _BIT_a
+                                    conn.hist.append("a")
+                            return
                         seq, ack = _SEQACK.unpack_from(data, 38)
-                        self._tcp(conn, hit[1], data[47], seq, ack, data[34 + hl:14 + tot], ts, frame, tot)
+                        self._tcp(conn, hit[1], flags, seq, ack, data[34 + hl:14 + tot], ts, frame, tot)
                         return
             self._packet(frame, ts, data, linktype)
         except Exception as e:                  # a bug of ours must not kill the capture loop

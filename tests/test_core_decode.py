@@ -30,13 +30,14 @@ from sensors.run import events_from_capture, read_captures
 class _Collect(base.Analyzer):
     """Records what the sensor delivers, per direction, and the gaps it declares."""
 
-    __slots__ = ("chunks", "gaps")
+    __slots__ = ("chunks", "gap_ts", "gaps")
     PROTOCOL = "collect"
 
     def __init__(self, conn):
         super().__init__(conn)
         self.chunks = {True: [], False: []}
         self.gaps = {True: 0, False: 0}
+        self.gap_ts: list[float] = []
         _Collect.last = self
 
     def data(self, is_orig, data, ts, frames):
@@ -44,6 +45,7 @@ class _Collect(base.Analyzer):
 
     def gap(self, is_orig, size, ts):
         self.gaps[is_orig] += size
+        self.gap_ts.append(ts)
 
     def stream(self, is_orig=True) -> bytes:
         return b"".join(c for c, _ in self.chunks[is_orig])
@@ -123,6 +125,7 @@ def test_gap_is_declared_when_peer_acks_past_a_hole():
     an = _Collect.last
     assert an.stream() == b"A" * 10 + b"C" * 10 + b"D" * 5
     assert an.gaps[True] == 10
+    assert an.gap_ts == [1000.0 + 5 * 0.001]         # declared when the ACK (frame 6) arrived, not at close
     flow = next(e for e in events if e.kind == "flow")
     assert flow.fields["missed_bytes"] == 10
     assert "G" in flow.fields["history"]
