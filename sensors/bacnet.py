@@ -642,9 +642,8 @@ def atomic_read_file(r: Reader) -> dict[str, Any]:
     return out
 
 
-def atomic_read_file_ack(r: Reader) -> dict[str, Any]:
-    """14.1.1: endOfFile, [0] stream (start, data) | [1] record (start, count, data...)."""
-    out: dict[str, Any] = {"end_of_file": r.app()}
+def _file_access(r: Reader, out: dict[str, Any]) -> dict[str, Any]:
+    """[0] stream (start, data) | [1] record (start, count, data...): access kind, start, data length."""
     for tag, kind in ((0, "stream"), (1, "record")):
         if r.opening(tag):
             out["access"] = kind
@@ -659,24 +658,18 @@ def atomic_read_file_ack(r: Reader) -> dict[str, Any]:
     return out
 
 
+def atomic_read_file_ack(r: Reader) -> dict[str, Any]:
+    """14.1.1: endOfFile, then the file access (stream or record)."""
+    return _file_access(r, {"end_of_file": r.app()})
+
+
 def atomic_write_file(r: Reader) -> dict[str, Any]:
-    """14.2.1: fileIdentifier, [0] stream (start, data) | [1] record (start, count, data...)."""
+    """14.2.1: fileIdentifier, then the file access (stream or record)."""
     out: dict[str, Any] = {}
     oid = r.app()
     if isinstance(oid, str):
         out["file"] = oid
-    for tag, kind in ((0, "stream"), (1, "record")):
-        if r.opening(tag):
-            out["access"] = kind
-            out["start"] = r.app()
-            n = 0
-            while not r.is_ctx(tag, CLOSING):
-                v = r.app()
-                n += len(v) // 2 if isinstance(v, str) else 0
-            out["data_len"] = n
-            r.closing(tag)
-            break
-    return out
+    return _file_access(r, out)
 
 
 def atomic_write_file_ack(r: Reader) -> dict[str, Any]:
