@@ -415,6 +415,7 @@ PCCC_ACTIONS = {
 }
 
 MAX_MSP = 256  # embedded services decoded per Multiple_Service_Packet
+_INF = float("inf")
 
 
 def _name(table: dict[int, str], code: int, width: int = 2) -> str:
@@ -439,8 +440,21 @@ def service_name(code: int, cls: int | None, symbolic: bool) -> str:
     return f"unknown-0x{code:02x}"
 
 
+_ACTIONS: dict[tuple[str, int | None], str] = {}   # (service name, class) -> service_action, as seen
+
+
 def service_action(name: str, cls: int | None, inst: int | None) -> str:
-    """Normalised verb of a CIP request (docs/protocols/enip.md)."""
+    """Normalised verb of a CIP request (docs/protocols/enip.md); remembered per (name, class)."""
+    key = (name, cls)
+    act = _ACTIONS.get(key)
+    if act is None:
+        if len(_ACTIONS) >= 4096:
+            _ACTIONS.clear()
+        act = _ACTIONS[key] = _service_action(name, cls)
+    return act
+
+
+def _service_action(name: str, cls: int | None) -> str:
     if name in ("Reset", "Start", "Stop"):
         return "control"
     if (
@@ -657,7 +671,7 @@ class EnipAnalyzer(Analyzer):
     """Encapsulation + CIP over one TCP connection or UDP flow."""
 
     PROTOCOL = PROTOCOL
-    __slots__ = ("bufs", "cip", "encap", "mine", "udp")
+    __slots__ = ("bufs", "cip", "cip_floor", "encap", "encap_floor", "mine", "udp")
 
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
@@ -665,6 +679,9 @@ class EnipAnalyzer(Analyzer):
         self.encap = Pending(timeout=60.0)  # (command, context) -> request record
         self.cip = Pending(timeout=60.0)  # ("rr", session, context) | ("c", seq) -> _Msg
         self.udp = conn.proto == "udp"
+        # Lower bounds of the request times in `encap` / `cip`: while the bound is not older than the
+        # timeout nothing can expire, and `_expire` skips the sweep of the table.
+        self.encap_floor = self.cip_floor = _INF
         self.mine: set[Any] = set()  # keys this flow put in the per-sensor discover table
 
     # ------------------------------------------------------------------ framing
@@ -761,6 +778,8 @@ class EnipAnalyzer(Analyzer):
                 for d in dropped:
                     d[2]._discover_done(d)
                 return
+            if ts < self.encap_floor:
+                self.encap_floor = ts
             for old in self.encap.add((cmd, ctx), ts, rec):
                 self._encap_unmatched(old)
             return
@@ -875,19 +894,22 @@ class EnipAnalyzer(Analyzer):
     @staticmethod
     def _cpf(b: bytes, off: int) -> tuple[list[tuple[int, bytes]], str | None]:
         """Common packet format items (Vol. 2 2-6)."""
-        if off + 2 > len(b):
+        n = len(b)
+        if off + 2 > n:
             return [], "item count cut short"
         count = _H.unpack_from(b, off)[0]
         off += 2
         items = []
+        item_hdr = _HH.unpack_from
         for _ in range(count):
-            if off + 4 > len(b):
+            if off + 4 > n:
                 return items, "item header cut short"
-            typ, ln = _HH.unpack_from(b, off)
-            if off + 4 + ln > len(b):
+            typ, ln = item_hdr(b, off)
+            start = off + 4
+            off = start + ln
+            if off > n:
                 return items, f"item 0x{typ:04x} length {ln} runs past the message"
-            items.append((typ, b[off + 4 : off + 4 + ln]))
-            off += 4 + ln
+            items.append((typ, b[start:off]))
         return items, None
 
     # ------------------------------------------------------------------ SendRRData / SendUnitData
@@ -949,7 +971,7 @@ class EnipAnalyzer(Analyzer):
             return
         if not body:
             return  # empty data item (keep-alive)
-        envelope: dict[str, Any] = {"command": _name(COMMANDS, cmd, 4), "session": f"0x{sess:08x}"}
+        envelope: dict[str, Any] = {"command": COMMANDS[cmd], "session": f"0x{sess:08x}"}   # 0x6F or 0x70
         if cmd == 0x006F:
             envelope["sender_context"] = ctx.hex()
             key: tuple = ("rr", sess, ctx)
@@ -1187,6 +1209,8 @@ class EnipAnalyzer(Analyzer):
         f = {**env, **f}
         m = _Msg(f, frames, ts, is_orig)
         m.msp = f.pop("_msp", [])
+        if ts < self.cip_floor:
+            self.cip_floor = ts
         for old in self.cip.add(key, ts, m):
             self._cip_emit(old, None, None, [])
 
@@ -1374,10 +1398,15 @@ class EnipAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ expiry
     def _expire(self, ts: float) -> None:
-        for rec in self.encap.expire(ts):
-            self._encap_unmatched(rec)
-        for m in self.cip.expire(ts):
-            self._cip_emit(m, None, None, [])
+        encap, cip = self.encap, self.cip
+        if self.encap_floor < ts - encap.timeout:
+            for rec in encap.expire(ts):
+                self._encap_unmatched(rec)
+            self.encap_floor = min((t for t, _ in encap.items.values()), default=_INF)
+        if self.cip_floor < ts - cip.timeout:
+            for m in cip.expire(ts):
+                self._cip_emit(m, None, None, [])
+            self.cip_floor = min((t for t, _ in cip.items.values()), default=_INF)
         if self.udp and self.mine:
             st = _state(self.conn.sensor)
             for entry in st.discover.expire(ts):

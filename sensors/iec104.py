@@ -57,6 +57,7 @@ COT_NAMES = {
 COT_REQUEST = frozenset({6, 8})             # activation, deactivation
 COT_CONFIRM = frozenset({7, 9, 44, 45, 46, 47})
 COT_TERM = 10
+_COT_ANSWER = COT_CONFIRM | {COT_TERM}     # what may answer a command: its confirmation or termination
 COT_REQ = 5
 # Commands whose execution ends with an ActTerm (101 section 7.4.4 ff.): process commands and the
 # interrogations. The others are complete at their confirmation.
@@ -294,6 +295,21 @@ TYPES: dict[int, tuple[str, int, Decoder | None, str | None, str]] = {
     127: ("F_SC_NB_1", 16, None, None, "other"),
 }
 _P_SCALE = {110: 1 / 32768.0}                   # P_ME_NA_1 is normalized
+_FLOAT7 = frozenset({13, 14, 36, 50, 63, 112})   # short floats: shown with 7 significant digits
+
+# Monitor types whose information element is one Struct, decoded a whole ASDU at a time by
+# `_fast_objects` (the same points as their decoders above): type -> (element format, kind), kind "f"
+# short float + QDS, "n" normalized value + QDS, "i" integer + QDS, "s" SIQ, "d" DIQ.
+_FAST_KINDS = {1: ("B", "s"), 2: ("B", "s"), 30: ("B", "s"), 3: ("B", "d"), 4: ("B", "d"), 31: ("B", "d"),
+               7: ("IB", "i"), 8: ("IB", "i"), 33: ("IB", "i"), 9: ("hB", "n"), 10: ("hB", "n"),
+               34: ("hB", "n"), 11: ("hB", "i"), 12: ("hB", "i"), 35: ("hB", "i"), 13: ("fB", "f"),
+               14: ("fB", "f"), 36: ("fB", "f")}
+# Rows per type: SQ=0 "IOA (as 16 + 8 bits), element, time tag"; SQ=1 "element, time tag" (7.2.2.1).
+_FAST: dict[int, tuple[str, struct.Struct, struct.Struct]] = {
+    t: (kind, struct.Struct("<HB" + fmt + {"56": "7x", "24": "3x", None: ""}[TYPES[t][3]]),
+        struct.Struct("<" + fmt + {"56": "7x", "24": "3x", None: ""}[TYPES[t][3]]))
+    for t, (fmt, kind) in _FAST_KINDS.items()
+}
 
 
 def type_name(t: int) -> str:
@@ -357,6 +373,12 @@ def parse_objects(asdu: bytes, ca: int) -> tuple[list[dict[str, Any]], list[int]
     if n == 0:
         return [], [], None if body == 0 else f"{body} octets after an ASDU declaring no objects"
     problem = None if need == body else f"{name}: {n} objects need {need} octets, ASDU has {body}"
+    fast = _FAST.get(t)
+    if fast is not None:
+        points, ioas = _fast_objects(asdu, fast, name, sq, n, body, esize, size, tsize, ca)
+        return points, ioas, problem
+    scale = _P_SCALE.get(t)
+    flt7 = t in _FLOAT7
     points: list[dict[str, Any]] = []
     ioas: list[int] = []
     off = ASDU_HDR
@@ -379,10 +401,10 @@ def parse_objects(asdu: bytes, ca: int) -> tuple[list[dict[str, Any]], list[int]
             p["quality"] = []
         else:
             v, q, extra = dec(asdu, off)
-            if t in _P_SCALE:
-                v = v * _P_SCALE[t]
+            if scale is not None:
+                v = v * scale
             if isinstance(v, float):
-                v = round(v, 7) if t not in (13, 14, 36, 50, 63, 112) else float(f"{v:.7g}")
+                v = float(f"{v:.7g}") if flt7 else round(v, 7)
             p["value"] = v
             p["quality"] = q
             if extra:
@@ -395,6 +417,68 @@ def parse_objects(asdu: bytes, ca: int) -> tuple[list[dict[str, Any]], list[int]
         points.append(p)
         off += esize
     return points, ioas, problem
+
+
+_REFS: dict[tuple[int, ...], list[str]] = {}    # (CA, IOA...) -> point refs, bounded (REFS_MAX)
+REFS_MAX = 4096
+
+
+def _refs(ca: int, ioas: list[int]) -> list[str]:
+    """The refs "CA:IOA" of an ASDU's objects: stations send the same IOA sets again and again."""
+    key = (ca, *ioas)
+    refs = _REFS.get(key)
+    if refs is None:
+        if len(_REFS) >= REFS_MAX:
+            _REFS.clear()
+        refs = _REFS[key] = [f"{ca}:{a}" for a in ioas]
+    return refs
+
+
+def _fast_objects(asdu: bytes, fast: tuple[str, struct.Struct, struct.Struct], name: str, sq: bool, n: int,
+                  body: int, esize: int, size: int, tsize: int,
+                  ca: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """`parse_objects` for the _FAST types: the objects wholly present, unpacked in one pass."""
+    kind, st0, st1 = fast
+    if sq:                                  # one IOA, then consecutive elements
+        if body < 3:
+            return [], []
+        base = asdu[6] | asdu[7] << 8 | asdu[8] << 16
+        cnt = min(n, (body - 3) // esize)
+        ioas = list(range(base, base + cnt))
+        rows = st1.iter_unpack(asdu[9:9 + cnt * esize])
+        tpos, stride, i = 9 + size, esize, 0          # i: first element field in a row
+    else:                                   # rows: IOA low 16 bits, high 8 bits, element
+        stride = 3 + esize
+        cnt = min(n, body // stride)
+        rows = list(st0.iter_unpack(asdu[ASDU_HDR:ASDU_HDR + cnt * stride]))
+        ioas = [r[0] | r[1] << 16 for r in rows]
+        tpos, i = ASDU_HDR + 3 + size, 2
+    refs = _refs(ca, ioas)
+    j = i + 1
+    qds = _QDS
+    if kind == "f":
+        points = [{"ref": ref, "type": name, "value": float(f"{r[i]:.7g}"), "quality": list(qds[r[j]])}
+                  for ref, r in zip(refs, rows, strict=True)]
+    elif kind == "n":
+        points = [{"ref": ref, "type": name, "value": round(r[i] / 32768.0, 7), "quality": list(qds[r[j]])}
+                  for ref, r in zip(refs, rows, strict=True)]
+    elif kind == "i":
+        points = [{"ref": ref, "type": name, "value": r[i], "quality": list(qds[r[j]])}
+                  for ref, r in zip(refs, rows, strict=True)]
+    elif kind == "s":
+        points = [{"ref": ref, "type": name, "value": bool(r[i] & 1), "quality": list(_SIQ[r[i]])}
+                  for ref, r in zip(refs, rows, strict=True)]
+    else:
+        points = [{"ref": ref, "type": name, "value": r[i] & 3, "quality": list(_SIQ[r[i]])}
+                  for ref, r in zip(refs, rows, strict=True)]
+    if tsize:
+        conv = cp56_iso if tsize == 7 else cp24_iso
+        for k, p in enumerate(points):
+            iso, iv = conv(asdu, tpos + k * stride)
+            p["time"] = iso
+            if iv:
+                p["quality"] = [*p["quality"], "TIME_IV"]
+    return points, ioas
 
 
 class TcpAnalyzer(Analyzer):
@@ -558,7 +642,7 @@ class TcpAnalyzer(Analyzer):
             for old in self.cmds.add((is_orig, t, ca, ioa), ts, rec):
                 self._emit_cmd(old)
             return
-        if t >= 45 and t != 70 and cot in COT_CONFIRM | {COT_TERM}:
+        if t >= 45 and t != 70 and cot in _COT_ANSWER:
             key = (not is_orig, t, ca, ioa)
             rec = self.cmds.items.get(key)           # peek: stays pending until ActTerm
             rec = rec[1] if rec is not None else None

@@ -43,6 +43,22 @@ def test_crc_known_vector() -> None:
     assert link_frame(0xC0, 1, 1024) == bytes.fromhex("056405c001000004e921")
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fast_crc_matches_reference(data: bytes) -> None:
+    # The link layer checks CRCs with `_crc` (crcmod-plus's C CRC-16/DNP when installed): it must agree
+    # with the reference `crc16` on any input, and both with the catalogue check value of CRC-16/DNP.
+    assert dnp3._crc(data) == crc16(data)
+    assert dnp3._crc(bytearray(data)) == crc16(data)
+    assert dnp3._crc(b"123456789") == crc16(b"123456789") == 0xEA82
+
+
+def test_fast_crc_is_used_when_installed() -> None:
+    crcmod = pytest.importorskip("crcmod.crcmod")
+    if getattr(crcmod, "_usingExtension", False):
+        assert dnp3._crc is not crc16
+
+
 def test_probe() -> None:
     good = req(b"\xc1\x01\x3c\x01\x06")
     assert dnp3.probe(good, True)
