@@ -1,0 +1,151 @@
+"""Layer 3 (process values and timing) on a real Modbus capture and on small crafted event streams."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections import Counter
+
+from detect.baseline import points_of
+from detect.process import ProcessTiming
+from icsight.events import Endpoint, Event, Origin
+from sensors.run import events_from_capture
+from tests.conftest import PCAPS, need_shared
+
+MODBUS = PCAPS / "modbus" / "ModbusTCP.pcap"
+CLIENT = Endpoint("10.0.0.5", 40000, "02:00:00:00:00:05")
+SERVER = Endpoint("10.0.0.10", 502, "02:00:00:00:00:10")
+
+
+def ev(
+    i: int,
+    ts: float,
+    points=(),
+    latency: float | None = None,
+    func: str = "READ_HOLDING_REGISTERS",
+    action: str = "read",
+    src: Endpoint = CLIENT,
+) -> Event:
+    f = {"func": func, "status": "paired", "points": [{"ref": r, "value": v} for r, v in points]}
+    if latency is not None:
+        f["latency"] = latency
+    return Event(
+        id=f"e{i}",
+        ts=ts,
+        kind="modbus",
+        tenant="t",
+        sensor="s",
+        src=src,
+        dst=SERVER,
+        action=action,
+        fields=f,
+        origin=Origin("c", (2 * i + 1, 2 * i + 2)),
+    )
+
+
+def learned(events) -> ProcessTiming:
+    p = ProcessTiming()
+    for e in events:
+        p.learn(e)
+    p.finish_learning()
+    return p
+
+
+@functools.cache
+def _modbus() -> list[Event]:
+    return sorted(events_from_capture(need_shared(MODBUS)), key=lambda e: e.ts)
+
+
+def test_real_capture_learns_periodic_channels_and_flags_a_forged_value():
+    evs = _modbus()
+    mid = evs[0].ts + (evs[-1].ts - evs[0].ts) / 2
+    p = learned(e for e in evs if e.ts < mid)
+    periodic = {k: c for k, c in p.channels.items() if c.get("period")}
+    assert periodic, "an HMI polling loop is periodic"
+    assert all(0 < c["period"] < 10 for c in periodic.values())
+    # the second half of the same capture: value/timing alerts only, and few of them
+    alerts = [a for e in evs if e.ts >= mid for a in p.check(e)]
+    kinds = Counter(a.fields["rule_id"] for a in alerts)
+    assert "process.rate" not in kinds  # the same load as while learning
+    assert len(alerts) < 0.05 * sum(1 for e in evs if e.ts >= mid)
+    # forge one response: a numeric point far above anything learned
+    k, pt = next(
+        (k, v)
+        for k, v in p.points.items()
+        if v["numeric"] and v["n"] >= 10 and v["max"] > v["min"] and not v["monotonic"]
+    )
+    src = next(e for e in evs if e.ts >= mid and any(p.point_key(e, r) == k for r, _ in points_of(e)))
+    ref = next(r for r, _ in points_of(src) if p.point_key(src, r) == k)
+    forged = dataclasses.replace(
+        src,
+        id="forged",
+        fields={
+            **src.fields,
+            "points": [{"ref": ref, "value": pt["max"] + 10 * (pt["max"] - pt["min"]) + 1000}],
+        },
+    )
+    out = [a for a in p.check(forged) if a.fields["rule_id"] == "process.range"]
+    assert (
+        out and f"outside learned range [{pt['min']:.6g}, {pt['max']:.6g}]" in out[0].fields["reason"]["en"]
+    )
+    assert out[0].origin.frames == forged.origin.frames
+
+
+def test_value_set_counter_and_rate_of_change():
+    train = []
+    for i in range(30):
+        train.append(
+            ev(i, 100.0 + i, [("u1:coil:1", i % 2 == 0), ("u1:ir:7", 20 + (i % 5)), ("u1:ctr:3", 10 * i)])
+        )
+    p = learned(train)
+    assert p.points["10.0.0.10|modbus|u1:coil:1"]["values"] == [True, False]
+    assert p.points["10.0.0.10|modbus|u1:ctr:3"]["monotonic"]
+    for e in train:  # protect state warms up on the same stream: no alerts
+        assert p.check(e) == []
+    out = p.check(ev(99, 130.0, [("u1:ir:7", 60)]))
+    assert [a.fields["rule_id"] for a in out] == ["process.range"]
+    assert "value 60 outside learned range [20, 24]" in out[0].fields["reason"]["en"]
+    out = p.check(ev(100, 131.0, [("u1:ctr:3", 5)]))
+    assert [a.fields["rule_id"] for a in out] == ["process.counter"]
+    out = p.check(ev(101, 131.5, [("u1:ir:7", 20)]))  # 40 in 0.5 s vs learned 4/s, 0.5 s after the last
+    assert {a.fields["rule_id"] for a in out} == {"process.rate_of_change", "process.extra_poll"}
+
+
+def test_polling_period_extra_and_missed_polls_and_latency():
+    train = [
+        ev(i, 1000.0 + i * 2.0 + (0.01 if i % 2 else -0.01), latency=0.010 + 0.001 * (i % 3))
+        for i in range(40)
+    ]
+    p = learned(train)
+    ch = p.channels["10.0.0.5|10.0.0.10|modbus|READ_HOLDING_REGISTERS"]
+    assert abs(ch["period"] - 2.0) < 0.05 and ch["lat_max"] == 0.012
+    assert p.check(ev(50, 1080.0, latency=0.011)) == []
+    extra = p.check(ev(51, 1080.3, latency=0.011))
+    assert [a.fields["rule_id"] for a in extra] == ["process.extra_poll"]
+    assert re.search(
+        r"0\.300 s since the previous message, learned period (1\.980|2\.020) s",
+        extra[0].fields["reason"]["en"],
+    )
+    missed = p.check(ev(52, 1090.3, latency=0.011))
+    assert [a.fields["rule_id"] for a in missed] == ["process.missed_poll"]
+    assert "about 4 polls missed" in missed[0].fields["reason"]["en"]
+    slow = p.check(ev(53, 1092.3, latency=0.2))
+    assert [a.fields["rule_id"] for a in slow] == ["process.latency"]
+
+
+def test_flooding_rate_alert_once_per_window():
+    p = learned([ev(i, 1000.0 + i, func="READ_COILS") for i in range(100)])  # 10 events per 10 s window
+    assert p.rates["events"] == 10
+    flood = [ev(1000 + i, 2000.0 + i * 0.01, func="READ_COILS") for i in range(200)]
+    alerts = [a for e in flood for a in p.check(e) if a.fields["rule_id"] == "process.rate"]
+    fams = Counter(a.fields["key"] for a in alerts)
+    assert fams == {"process.rate:events": 1, "process.rate:src:10.0.0.5": 1}
+    assert "exceeds the learned maximum 10 (limit 15)" in alerts[0].fields["reason"]["en"]
+
+
+def test_state_round_trip():
+    p = learned([ev(i, 100.0 + i, [("u1:ir:7", i % 7)]) for i in range(20)])
+    q = ProcessTiming(p.to_state())
+    assert q.to_state() == p.to_state()
+    assert [a.fields["rule_id"] for a in q.check(ev(99, 200.0, [("u1:ir:7", 500)]))] == ["process.range"]
