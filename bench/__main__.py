@@ -1,7 +1,10 @@
 """`make bench`: the sensor vs tshark on crafted Modbus/TCP captures (same files, same run).
 
 Prints packets/s of each, their ratio, and the sensor's peak memory per capture size, so that
-"memory flat as the capture grows" can be read off. Sizes: BENCH_SIZES (default 1000000).
+"memory flat as the capture grows" can be read off. Sizes: BENCH_SIZES (Modbus, default 1000000),
+BENCH_MIXED_SIZES (DNP3 + IEC 104 + CIP, default 1000000; empty to skip). BENCH_DETECT=1 adds a run
+with the detection rules on. "parse+store" is the sensor as `icsight sensor read` runs it without
+detection: parsers, asset inventory, SQLite store.
 """
 
 from __future__ import annotations
@@ -72,12 +75,16 @@ def main() -> None:
     for kind, n in [("modbus", n) for n in sizes] + [("mixed", n) for n in mixed]:
         cap = _capture(n, kind)
         parse = _sensor(cap, "parse")
-        store = _sensor(cap, "store")
+        store = _sensor(cap, "nodetect")            # the sensor: parse + asset inventory + store
+        det = _sensor(cap, "store") if os.environ.get("BENCH_DETECT") else None   # + rules
         ts = _tshark(cap) if kind == "modbus" else _tshark(cap, TSHARK_MIXED, MIXED_FILTER)
         frames = store["frames"]
         row = {"capture": kind, "packets": frames, "sensor_parse_pps": frames / parse["seconds"],
                "sensor_store_pps": frames / store["seconds"], "sensor_max_rss_mb": store["max_rss_mb"],
                "sensor_events": store["events"]}
+        if det is not None:
+            row.update(sensor_rules_pps=frames / det["seconds"], rule_alerts=det["alerts"],
+                       detection_cost=1 - store["seconds"] / det["seconds"])   # share of throughput lost
         if ts:
             row.update(tshark_pps=frames / ts["seconds"], tshark_max_rss_mb=ts["max_rss_mb"],
                        tshark_modbus_pdus=ts["modbus_pdus"],
@@ -93,6 +100,10 @@ def main() -> None:
               f"{r['sensor_parse_pps']:>11,.0f} "
               f"{r.get('tshark_pps', float('nan')):>13,.0f} {r.get('ratio_store', float('nan')):>6.2f} "
               f"{r['sensor_max_rss_mb']:>15.0f} {r.get('tshark_max_rss_mb', float('nan')):>15.0f}")
+    for r in rows:
+        if "detection_cost" in r:
+            print(f"{r['capture']}: with rules {r['sensor_rules_pps']:,.0f} pkt/s "
+                  f"({r['detection_cost']:.0%} of throughput lost to detection, {r['rule_alerts']} alerts)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Child process of the benchmark: run the sensor (parse + store) over one capture; print JSON."""
+"""Child process of the benchmark: run the sensor over one capture; print JSON.
+
+Modes: `parse` (the sensor alone: decode, reassembly, protocol parsers, no observers, no store),
+`store` (as `icsight sensor read` runs it without learned state: asset inventory, rules, store),
+`nodetect` (inventory + store, no detection), `detect` (everything, learned layers in protect mode:
+the data directory must hold learned state, see bench/__main__.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import time
 from pathlib import Path
 
 from icsight.settings import Settings
+from icsight.wiring import build_sensor
 from sensors.pipeline import Sensor
 from sensors.run import read_captures
 
@@ -19,7 +26,7 @@ def main() -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     sinks = []
     store = None
-    if mode == "store":
+    if mode != "parse":
         from storage import open_store
 
         store = open_store(settings)
@@ -30,14 +37,17 @@ def main() -> None:
         counts["events"] += len(evs)
 
     sinks.append(count)
-    s = Sensor(settings)
+    if mode == "parse":
+        s = Sensor(settings)
+    else:
+        s = build_sensor(settings, store, detection=mode != "nodetect")
     t0 = time.perf_counter()
     read_captures(s, [cap], sinks, batch=settings.batch_size)
     if store is not None:
         store.close()
     dt = time.perf_counter() - t0
     print(json.dumps({"seconds": dt, "frames": s.stats["frames"], "events": counts["events"],
-                      "modbus": s.stats["events.modbus"],
+                      "alerts": s.stats.get("events.alert", 0),
                       "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 

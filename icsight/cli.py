@@ -73,27 +73,13 @@ def _open_sinks(settings: Settings, jsonl: str | None, store: bool):
 
 
 def _make_sensor(settings: Settings, st) -> tuple:
-    from sensors.pipeline import Sensor
+    from icsight.wiring import build_sensor
 
-    observers = []
-    inv = None
     try:
-        from sensors.assets import AssetInventory
-    except ImportError:
-        AssetInventory = None
-    if AssetInventory is not None:
-        inv = AssetInventory.from_store(st, settings.tenant) if st is not None else AssetInventory()
-        observers.append(inv)
-    try:                                   # detection (rules + learned layers) after the inventory
-        from detect.runtime import build_observers
-    except ImportError:
-        build_observers = None
-    if build_observers is not None:
-        observers.extend(build_observers(settings, st))
-    s = Sensor(settings, observers=observers)
-    if inv is not None and hasattr(inv, "bind"):
-        inv.bind(s)
-    return s, inv
+        return build_sensor(settings, st), None
+    except ConfigError as e:
+        click.echo(f"icsight: {e}", err=True)
+        sys.exit(errors.E_CONFIG)
 
 
 def _summary(s, n_events: int) -> None:
