@@ -9,7 +9,9 @@ acknowledgement numbers like a real stack: handshake, data with ACKs, FIN teardo
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from scapy.utils import RawPcapWriter
@@ -20,15 +22,22 @@ _UDP = struct.Struct("!HHHH")
 _PSEUDO = struct.Struct("!4s4sBBH")
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
+_LITTLE = sys.byteorder == "little"
 
 
 def checksum(b: bytes) -> int:
-    """The Internet checksum (RFC 1071)."""
+    """The Internet checksum (RFC 1071).
+
+    Sums native-order 16-bit words (memoryview cast, no format parsing) and swaps the folded result
+    on little-endian hosts: the one's-complement sum is byte-order independent (RFC 1071 section 2B).
+    """
     if len(b) % 2:
         b += b"\x00"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = sum(memoryview(b).cast("H"))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
+    if _LITTLE:
+        s = ((s & 0xFF) << 8) | (s >> 8)
     return ~s & 0xFFFF
 
 
@@ -59,7 +68,8 @@ def udp_datagram(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes)
     return dg[:6] + struct.pack("!H", ck) + dg[8:]
 
 
-def ethernet(src_mac: bytes, dst_mac: bytes, ethertype: int, payload: bytes, vlan: int | None = None) -> bytes:
+def ethernet(src_mac: bytes, dst_mac: bytes, ethertype: int, payload: bytes,
+             vlan: int | None = None) -> bytes:
     if vlan is not None:
         return dst_mac + src_mac + struct.pack("!HHH", 0x8100, vlan & 0x0FFF, ethertype) + payload
     frame = dst_mac + src_mac + struct.pack("!H", ethertype) + payload
@@ -73,11 +83,11 @@ class Host:
     ip: str
     mac: str
 
-    @property
+    @cached_property
     def ipb(self) -> bytes:
         return ip_bytes(self.ip)
 
-    @property
+    @cached_property
     def macb(self) -> bytes:
         return mac_bytes(self.mac)
 
@@ -94,7 +104,7 @@ class PcapStream:
 
     def write(self, ts: float, frame: bytes) -> int:
         sec = int(ts)
-        usec = int(round((ts - sec) * 1e6))
+        usec = round((ts - sec) * 1e6)
         if usec >= 1_000_000:
             sec, usec = sec + 1, usec - 1_000_000
         self.w.write_packet(frame, sec=sec, usec=usec, caplen=len(frame), wirelen=len(frame))
@@ -119,7 +129,8 @@ def arp(out: PcapStream, ts: float, sender: Host, target_ip: str, reply_to: Host
     """An ARP request (who-has target_ip) or, with reply_to, a reply telling it sender's MAC."""
     op = 2 if reply_to else 1
     tmac = reply_to.macb if reply_to else b"\x00" * 6
-    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, sender.macb, sender.ipb, tmac, ip_bytes(target_ip))
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, sender.macb, sender.ipb, tmac,
+                       ip_bytes(target_ip))
     dst = reply_to.macb if reply_to else b"\xff" * 6
     return out.write(ts, ethernet(sender.macb, dst, 0x0806, body))
 
@@ -143,7 +154,8 @@ class TcpSession:
         else:
             a, b, sp, dp, seq, ack = self.server, self.client, self.sport, self.cport, self.sseq, self.cseq
         seg = tcp_segment(a.ipb, b.ipb, sp, dp, seq, ack, flags, payload)
-        n = self.out.write(ts, ethernet(a.macb, b.macb, 0x0800, ipv4(a.ipb, b.ipb, 6, seg, self.out.next_ident())))
+        pkt = ipv4(a.ipb, b.ipb, 6, seg, self.out.next_ident())
+        n = self.out.write(ts, ethernet(a.macb, b.macb, 0x0800, pkt))
         adv = len(payload) + (1 if flags & (SYN | FIN) else 0)
         if from_client:
             self.cseq = (self.cseq + adv) & 0xFFFFFFFF

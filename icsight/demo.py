@@ -40,13 +40,22 @@ def _ident_value(v: object) -> object:
     return v.get("value") if isinstance(v, dict) else v
 
 
+def _what(e: object, operation: object) -> str:
+    """One word for an event in an attack window: the alert's rule, the flow's state, or the operation."""
+    if e.kind == "alert":
+        return f"ALERT {e.fields.get('rule_id')}"
+    if e.kind == "flow":
+        return f"flow/{e.fields.get('conn_state')}"
+    return f"{e.kind}/{operation(e)}"
+
+
 def _epoch(ts: object) -> float:
     return ts.timestamp() if isinstance(ts, datetime) else float(ts)
 
 
 def run_demo(data_dir: Path) -> int:
     """Generate, sense, store and summarise; returns an exit code."""
-    from sensors.pipeline import Sensor
+    from icsight.wiring import build_sensor
     from sensors.run import read_captures
     from storage import open_store
 
@@ -57,17 +66,7 @@ def run_demo(data_dir: Path) -> int:
     info = _range_scene(cap, data_dir / "demo.labels.csv", data_dir / "demo.windows.csv")
     settings = Settings(data_dir=data_dir, sensor="demo-sensor", tenant="demo")
     store = open_store(settings)
-    observers = []
-    try:
-        from sensors.assets import AssetInventory
-
-        inv = AssetInventory.from_store(store, settings.tenant)
-        observers.append(inv)
-    except ImportError:
-        inv = None
-    sensor = Sensor(settings, observers=observers)
-    if inv is not None and hasattr(inv, "bind"):
-        inv.bind(sensor)
+    sensor = build_sensor(settings, store)          # inventory + detection rules, as `sensor read`
     n = read_captures(sensor, [cap], [store.append])
     from storage import EventQuery
 
@@ -104,12 +103,14 @@ def run_demo(data_dir: Path) -> int:
     for w in windows:
         evs = [e for e in by_attack.get((w["attack"], w["technique"]), [])
                if w["start"] - 0.001 <= _epoch(e.ts) <= w["end"] + 0.001]
-        ops = Counter(f"{e.kind}/{operation(e)}" for e in evs if e.kind != "flow")
+        ops = Counter(_what(e, operation) for e in evs)
         start = datetime.fromtimestamp(w["start"], UTC).strftime("%H:%M:%S")
         hosts = " ".join(w["hosts"][:3]) + (" ..." if len(w["hosts"]) > 3 else "")
         echo(f"  {start} +{w['end'] - w['start']:6.1f}s  {w['attack']:<18} {w['technique']:<6} {hosts}")
-        top = ", ".join(f"{k} x{v}" for k, v in ops.most_common(5))
-        echo("      " + (top or "no protocol event (L2/L3 only)"))
+        alerts = sorted(k for k in ops if k.startswith("ALERT"))         # every alert, then the busiest
+        top = ", ".join([f"{k} x{ops[k]}" for k in alerts]
+                        + [f"{k} x{v}" for k, v in ops.most_common() if not k.startswith("ALERT")][:4])
+        echo("      " + (top or "no event of its own (copies of segments the sensor already parsed)"))
     echo("")
     echo(f"数据 Data: {data_dir}  (capture {cap.name}, labels {info['labels'].name}, "
          f"windows {info['windows'].name}, store {settings.db_path.name})")
