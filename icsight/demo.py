@@ -19,15 +19,16 @@ import click
 from icsight.settings import Settings
 
 DEMO_SCENARIO = "water_attack"
+DEMO_BASELINE = "water_baseline"   # the same plant's clean day: what the learned layers learn first
 DEMO_DURATION = 20 * 60.0      # plant seconds: the whole attack chain of the scenario is in its first 20 min
 
 
-def _range_scene(path: Path, labels: Path, windows: Path) -> dict:
-    """The cyber range's water-treatment attack day, cut to DEMO_DURATION, with labels and windows."""
+def _range_scene(path: Path, labels: Path, windows: Path, scenario: str = DEMO_SCENARIO) -> dict:
+    """A cyber-range day of the water-treatment plant, cut to DEMO_DURATION, with labels and windows."""
     from cyberrange.generator import Range
     from cyberrange.scenario import load_scenario
 
-    sc = load_scenario(DEMO_SCENARIO, duration=DEMO_DURATION)
+    sc = load_scenario(scenario, duration=DEMO_DURATION)
     summary = Range(sc).run(path, labels, windows)
     return {"frames": summary["frames"], "labels": labels, "windows": windows,
             "scenario": f"{sc.name} ({sc.site.name}, {sc.duration / 60:.0f} min)"}
@@ -63,10 +64,20 @@ def run_demo(data_dir: Path) -> int:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     cap = data_dir / "demo.pcap"
-    info = _range_scene(cap, data_dir / "demo.labels.csv", data_dir / "demo.windows.csv")
     settings = Settings(data_dir=data_dir, sensor="demo-sensor", tenant="demo")
+    # 1. the plant's clean baseline day: the learned layers (allow-list, process values and timing,
+    #    models) learn it, as `icsight detect learn` would
+    from detect.runtime import learn
+    from sensors.run import events_from_capture
+
+    base_cap = data_dir / "baseline.pcap"
+    base = _range_scene(base_cap, data_dir / "baseline.labels.csv", data_dir / "baseline.windows.csv",
+                        DEMO_BASELINE)
+    learn(settings, events_from_capture(base_cap, settings))
+    # 2. the attack day, through the sensor as `icsight sensor read` runs it (learned layers now on)
+    info = _range_scene(cap, data_dir / "demo.labels.csv", data_dir / "demo.windows.csv")
     store = open_store(settings)
-    sensor = build_sensor(settings, store)          # inventory + detection rules, as `sensor read`
+    sensor = build_sensor(settings, store)
     n = read_captures(sensor, [cap], [store.append])
     from storage import EventQuery
 
@@ -75,6 +86,7 @@ def run_demo(data_dir: Path) -> int:
     store.close()
 
     echo = click.echo
+    echo(f"icsight demo — learned {base['scenario']} ({base['frames']} frames), then read the attack day")
     echo(f"icsight demo — {info['scenario']}: {info['frames']} frames -> {n} events")
     echo("")
     echo("资产 Assets")
