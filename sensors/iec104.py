@@ -25,6 +25,7 @@ from typing import Any
 from sensors.base import Analyzer, Frames, Pending, StreamBuffer
 
 PROTOCOL = "iec104"
+GLOBAL_CA = 0xFFFF          # broadcast common address (101 7.2.4)
 TCP_PORTS = (2404,)
 ROLES = ("controlling", "controlled")      # master / outstation (IEC 60870-5-104 section 3)
 
@@ -645,6 +646,14 @@ class TcpAnalyzer(Analyzer):
         if t >= 45 and t != 70 and cot in _COT_ANSWER:
             key = (not is_orig, t, ca, ioa)
             rec = self.cmds.items.get(key)           # peek: stays pending until ActTerm
+            if rec is None and ca != GLOBAL_CA:
+                # A command to the global address is confirmed by the station under its own common
+                # address (IEC 60870-5-101 7.2.4): pair it with the broadcast.
+                gkey = (not is_orig, t, GLOBAL_CA, ioa)
+                rec = self.cmds.items.get(gkey)
+                if rec is not None:
+                    key = gkey
+                    rec[1]["fields"]["confirm_ca"] = ca
             rec = rec[1] if rec is not None else None
             if cot == COT_TERM:
                 if rec is None:

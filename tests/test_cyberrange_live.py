@@ -219,16 +219,12 @@ def test_live_capture_of_real_iec104_stack(iec104_live):
     assert f["points"][0]["ref"] == "47:21" and cmd[0].action == "control"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sensors/iec104 pairs commands by (type, CA, IOA); a clock sync sent to "
-    "the global CA 0xFFFF is confirmed by each station with its own CA (IEC 60870-5-101 "
-    "7.2.4), so act and con stay unpaired (no_response + no_request)",
-)
 def test_live_iec104_broadcast_commands_pair_with_station_confirmations(iec104_live):
     events, _ = iec104_live
     cs = [e for e in events if e.kind == "iec104" and e.fields.get("type") == "C_CS_NA_1"]
+    # a clock sync to the global CA 0xFFFF is confirmed by the station under its own CA (101 7.2.4)
     assert [e.fields["status"] for e in cs] == ["paired"], [e.fields for e in cs]
+    assert cs[0].fields["ca"] == 0xFFFF and cs[0].fields["confirm_ca"] != 0xFFFF
 
 
 def test_live_capture_of_real_s7comm_stack(tmp_path, need_root):
