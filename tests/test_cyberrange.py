@@ -327,10 +327,10 @@ def by_frame_label(day: dict, e) -> str:
 
 
 def _vals(e) -> list:
-    """Register values of a Modbus event (`points` per base.py conventions, `values` in older parsers)."""
-    if "points" in e.fields:
-        return [p["value"] for p in e.fields["points"]]
-    return list(e.fields["values"])
+    """Register values of a Modbus event, as its points (Modbus derives them on demand)."""
+    from sensors import points_of
+
+    return [p["value"] for p in points_of(e)]
 
 
 def test_attack_content_as_the_sensor_reports_it(days):
