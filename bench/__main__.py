@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -57,15 +56,16 @@ def _tshark(cap: Path, fields: list[str] = TSHARK_FIELDS, display_filter: str = 
     cmd = [exe, "-n", "-r", str(cap), "-Y", display_filter, "-T", "fields"]
     for f in fields:
         cmd += ["-e", f]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     lines = 0
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as p:
         for _ in p.stdout:
             lines += 1
+        # wait4 gives this child's own peak memory (RUSAGE_CHILDREN would be the max of all runs)
+        _, _, usage = os.wait4(p.pid, 0)
+        p.returncode = 0
     dt = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": dt, "modbus_pdus": lines, "max_rss_mb": max(rss, before) / 1024}
+    return {"seconds": dt, "modbus_pdus": lines, "max_rss_mb": usage.ru_maxrss / 1024}
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from cyberrange.pcapgen import Host, PcapStream, TcpSession
 
 SERVER = Host("10.0.0.10", "00:80:f4:0a:0a:0a")
+CLIENTS = 250          # distinct client hosts; flows stay distinct by source port
 
 
 def transaction(rng: random.Random, tid: int, unit: int = 1) -> tuple[bytes, bytes]:
@@ -44,13 +45,16 @@ def craft_modbus(path: Path, packets: int, per_flow: int = 50, seed: int = 1) ->
     rng = random.Random(seed)
     ts = 1_700_000_000.0
     flows = trans = 0
+    # A fixed population of HMIs/SCADA clients (as a plant has), each opening connection after
+    # connection from a new source port: every flow is distinct, the set of devices is not.
+    clients = [Host(f"10.1.{i >> 8}.{i & 0xFF}", f"00:50:56:0a:{i >> 8:02x}:{i & 0xFF:02x}")
+               for i in range(1, CLIENTS + 1)]
     with PcapStream(path) as out:
         while out.frames < packets:
             flows += 1
-            client = Host(f"10.{1 + (flows >> 16) % 200}.{(flows >> 8) & 0xFF}.{flows & 0xFF}",
-                          f"00:50:56:0a:{(flows >> 8) & 0xFF:02x}:{flows & 0xFF:02x}")
-            s = TcpSession(out, client, SERVER, 1024 + flows % 60000, 502, rng.randrange(1 << 32),
-                           rng.randrange(1 << 32))
+            client = clients[flows % CLIENTS]
+            cport = 1024 + (flows // CLIENTS) % 64000
+            s = TcpSession(out, client, SERVER, cport, 502, rng.randrange(1 << 32), rng.randrange(1 << 32))
             ts = s.open(ts + 0.001)
             for _ in range(per_flow):
                 trans += 1
