@@ -75,9 +75,20 @@ def unicast_ip(ip: str | None) -> bool:
     return bool(ip) and _ip_kind(ip) == "unicast"
 
 
+_mac_kind: dict[str, bool] = {}
+
+
 def unicast_mac(mac: str | None) -> bool:
     """A real station address: not group (I/G bit), not all-zero."""
-    return bool(mac) and len(mac) == 17 and not int(mac[:2], 16) & 1 and mac != "00:00:00:00:00:00"
+    if not mac:
+        return False
+    ok = _mac_kind.get(mac)
+    if ok is None:
+        if len(_mac_kind) >= 65536:
+            _mac_kind.clear()
+        ok = len(mac) == 17 and not int(mac[:2], 16) & 1 and mac != "00:00:00:00:00:00"
+        _mac_kind[mac] = ok
+    return ok
 
 
 def node(ep: Endpoint) -> str:
@@ -130,8 +141,22 @@ def op_of(ev: Event) -> str:
     return ev.action
 
 
+_points_last: list[Any] = [None, []]  # the last event points_of saw and its result (layers share it)
+
+
 def points_of(ev: Event) -> list[tuple[str, Any]]:
-    """(ref, value) of an event's points; Modbus-style address/values become "<func>:<address>" refs."""
+    """(ref, value) of an event's points; Modbus-style address/values become "<func>:<address>" refs.
+
+    The refs of the last event asked for are kept: every layer checking that event reuses them.
+    """
+    if ev is _points_last[0]:
+        return _points_last[1]
+    out = _points_of(ev)
+    _points_last[0], _points_last[1] = ev, out
+    return out
+
+
+def _points_of(ev: Event) -> list[tuple[str, Any]]:
     f = ev.fields
     pts = f.get("points")
     if isinstance(pts, list):
@@ -169,6 +194,74 @@ def _day(ts: float | None) -> str:
     return ts_to_iso(ts)[:19] + "Z" if ts else "?"
 
 
+class EventInfo:
+    """The keys the learned layers derive from an event's endpoints, kind, action and operation.
+
+    Computed once per distinct (kind, endpoints, action, operation) and shared through `event_info`: the
+    per-event path of the layers is then a dict lookup on a tuple of strings, with no string building.
+    Layers keep their own verdicts in dicts keyed by the (identity-hashed) `EventInfo` object.
+    """
+
+    __slots__ = (
+        "broadcast_dst",
+        "client",
+        "dst",
+        "feat_op",
+        "op",
+        "op_key",
+        "point_prefix",
+        "proto",
+        "server",
+        "sport",
+        "src",
+        "talker",
+    )
+
+    def __init__(self, ev: Event, op: str) -> None:
+        self.op = op
+        self.proto = protocol_of(ev)
+        self.src, self.dst = node(ev.src), node(ev.dst)
+        client, server = server_side(ev)
+        self.client, self.server = node(client), node(server)
+        self.sport = service_port(ev)
+        self.talker = f"{self.src}|{self.dst}|{self.proto}|{self.sport}"  # = Baseline.talker_key(ev)
+        self.op_key = f"{self.client}|{self.server}|{ev.kind}|{op}"  # = Baseline.op_key = channel key
+        self.point_prefix = f"{self.server}|{ev.kind}|"  # = ProcessTiming.point_key(ev, "")
+        self.feat_op = f"{ev.kind}:{op}"
+        d = ev.dst
+        self.broadcast_dst = bool((d.ip and not unicast_ip(d.ip)) or (d.mac and not unicast_mac(d.mac)))
+
+
+_info_memo: dict[tuple, EventInfo] = {}
+_info_last: list[Any] = [None, None]
+INFO_MEMO_MAX = 200_000
+
+
+def info_key(ev: Event) -> tuple:
+    """What `EventInfo` (and the baseline's verdict on the endpoints) depends on, as one tuple."""
+    s, d, f = ev.src, ev.dst, ev.fields
+    k = (ev.kind, s.ip, s.port, s.mac, d.ip, d.port, d.mac, ev.action, op_of(ev))
+    if ev.kind == "flow":
+        k += (f.get("proto"), f.get("service"))
+    elif ev.kind == "arp":  # ARP bindings come from the sender fields, not the endpoints
+        k += (f.get("sender_ip"), f.get("sender_mac"))
+    return k
+
+
+def event_info(ev: Event) -> EventInfo:
+    """The shared `EventInfo` of an event (the last event's is kept: each layer asks for it)."""
+    if ev is _info_last[0]:
+        return _info_last[1]
+    k = info_key(ev)
+    info = _info_memo.get(k)
+    if info is None:
+        if len(_info_memo) >= INFO_MEMO_MAX:
+            _info_memo.clear()
+        info = _info_memo[k] = EventInfo(ev, k[8])
+    _info_last[0], _info_last[1] = ev, info
+    return info
+
+
 # ---------------------------------------------------------------------- the baseline
 class Baseline(Layer):
     """The allow-list of one site. State is JSON-able (see `to_state`)."""
@@ -188,6 +281,10 @@ class Baseline(Layer):
         self.writes: dict[str, list[int]] = {k: list(v) for k, v in s.get("writes", {}).items()}
         self.write_refs: set[str] = set(s.get("write_refs", ()))
         self.accepted: list[dict[str, Any]] = list(s.get("accepted", ()))
+        # protect fast path: EventInfo objects whose bindings, assets, talker pair and operation are all
+        # in the baseline (entries are only ever added, so a clean verdict stays true)
+        self._clean: dict[EventInfo, bool] = {}
+        self._window: tuple[Any, Any, str] | None = None
 
     # ------------------------------------------------------------------ keys
     @staticmethod
@@ -252,7 +349,10 @@ class Baseline(Layer):
 
     @property
     def window(self) -> str:
-        return f"{_day(self.first_ts)} – {_day(self.last_ts)}"
+        w = self._window
+        if w is None or w[0] != self.first_ts or w[1] != self.last_ts:
+            w = self._window = (self.first_ts, self.last_ts, f"{_day(self.first_ts)} – {_day(self.last_ts)}")
+        return w[2]
 
     # ------------------------------------------------------------------ protect
     def _alert(
@@ -288,6 +388,9 @@ class Baseline(Layer):
     def check(self, ev: Event) -> list[Event]:
         if ev.kind in SKIP_KINDS:
             return []
+        info = event_info(ev)
+        if info in self._clean:  # fast path: the endpoints, pair and operation are known
+            return self._check_writes(ev, info, []) if ev.action in WRITE_ACTIONS else []
         out: list[Event] = []
         new_node = False
         for ip, mac in bindings_of(ev):
@@ -343,7 +446,7 @@ class Baseline(Layer):
                 )
         if new_node:
             return out
-        tk = self.talker_key(ev)
+        tk = info.talker
         if tk not in self.talkers:
             s, d, proto, port = tk.split("|")
             out.append(
@@ -363,7 +466,7 @@ class Baseline(Layer):
                 )
             )
             return out
-        ok = self.op_key(ev)
+        ok = info.op_key
         if ok not in self.ops:
             c, s, kind, op = ok.split("|")
             sev = "high" if ev.action in WRITE_ACTIONS else "medium"
@@ -381,37 +484,48 @@ class Baseline(Layer):
                     {"table": "ops", "key": ok},
                 )
             )
+        if not out:
+            if len(self._clean) >= INFO_MEMO_MAX:
+                self._clean.clear()
+            self._clean[info] = True
         if ev.action in WRITE_ACTIONS:
-            for ref, _ in points_of(ev):
-                if f"{self.write_key(ev, '')}{ref}" in self.write_refs:
-                    continue
-                fam, num = split_ref(ref)
-                wk = self.write_key(ev, fam)
-                r = self.writes.get(wk)
-                if r is not None and num is not None and r[0] <= num <= r[1]:
-                    continue
-                c, s, kind, _ = wk.split("|")
-                rng = f"{fam}{r[0]}..{fam}{r[1]}" if r else "无/none"
-                out.append(
-                    self._alert(
-                        ev,
-                        "write",
-                        f"{wk}|{ref}",
-                        "high",
-                        f"写入基线外的点 {c} -> {s} {kind} {ref}（学习范围 {rng}）",
-                        f"write to point outside baseline {c} -> {s} {kind} {ref} (learned range {rng})",
-                        "写入新的寄存器/点",
-                        "Write to a point outside the baseline",
-                        ("T0836", "T0855"),
-                        {
-                            "table": "write_refs",
-                            "key": f"{self.write_key(ev, '')}{ref}",
-                            "range_key": wk,
-                            "num": num,
-                        },
-                    )
+            return self._check_writes(ev, info, out)
+        return out
+
+    def _check_writes(self, ev: Event, info: EventInfo, out: list[Event]) -> list[Event]:
+        """Write to a point outside the learned refs and ranges (the first such point alerts)."""
+        prefix = f"{info.client}|{info.server}|{ev.kind}|"  # = write_key(ev, "")
+        refs = self.write_refs
+        for ref, _ in points_of(ev):
+            if prefix + ref in refs:
+                continue
+            fam, num = split_ref(ref)
+            wk = prefix + fam
+            r = self.writes.get(wk)
+            if r is not None and num is not None and r[0] <= num <= r[1]:
+                continue
+            c, s, kind, _ = wk.split("|")
+            rng = f"{fam}{r[0]}..{fam}{r[1]}" if r else "无/none"
+            out.append(
+                self._alert(
+                    ev,
+                    "write",
+                    f"{wk}|{ref}",
+                    "high",
+                    f"写入基线外的点 {c} -> {s} {kind} {ref}（学习范围 {rng}）",
+                    f"write to point outside baseline {c} -> {s} {kind} {ref} (learned range {rng})",
+                    "写入新的寄存器/点",
+                    "Write to a point outside the baseline",
+                    ("T0836", "T0855"),
+                    {
+                        "table": "write_refs",
+                        "key": prefix + ref,
+                        "range_key": wk,
+                        "num": num,
+                    },
                 )
-                break
+            )
+            break
         return out
 
     # ------------------------------------------------------------------ accept

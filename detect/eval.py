@@ -25,7 +25,8 @@ Metrics (all in capture time):
   (single_layer) rules plus each of process and model alone, with recall per attack type.
 - control_cv: each control day scored by a detector learned on the other control days only.
 - series track: per-second victim-side counts alone (columns not of the attacker's vantage point and not
-  counting the attacker's MAC). No normal day has such a series, so each day's model is fitted on that
+  counting the attacker's MAC), with the slave_<proto> - master_<proto> link pairs (`link_pairs`;
+  `detect.models.series`). No normal day has such a series, so each day's model is fitted on that
   day's first `series_learn_s` seconds, without labels; windows starting inside the learning stretch
   are not scored. This track is unsupervised on the attack day itself: it is reported separately.
 """
@@ -426,7 +427,14 @@ def victim_columns(columns: Sequence[str]) -> list[str]:
     ]
 
 
-def series_track(days: Sequence[Day], learn_s: float = 7200.0) -> dict[str, Any]:
+def link_pairs(columns: Sequence[str]) -> list[tuple[str, str]]:
+    """(slave_<proto>, master_<proto>) column pairs: the two ends of the master-outstation link."""
+    return [
+        (c, "master_" + c[6:]) for c in columns if c.startswith("slave_") and "master_" + c[6:] in columns
+    ]
+
+
+def series_track(days: Sequence[Day], learn_s: float = 7200.0, pair_log: bool = True) -> dict[str, Any]:
     """Window recall of the per-second-counts model (see the module docstring)."""
     from detect.models.series import SeriesModel
 
@@ -441,7 +449,7 @@ def series_track(days: Sequence[Day], learn_s: float = 7200.0) -> dict[str, Any]
         sec = M[:, cols.index("second")] if "second" in cols else np.arange(len(M), dtype=float)
         X = M[:, idx]
         n_learn = int(min(learn_s, len(X) // 2))
-        model = SeriesModel(vc).fit(X[:n_learn])
+        model = SeriesModel(vc, pairs=link_pairs(vc), pair_log=pair_log).fit(X[:n_learn])
         dec = model.decision(X)
         alert_ts = [d.start + s + 1.0 for s, v in zip(sec[n_learn:], dec[n_learn:], strict=True) if v < 0]
         t_learn_end = d.start + float(sec[n_learn - 1]) + 1.0 if n_learn else d.start
@@ -460,10 +468,18 @@ def series_track(days: Sequence[Day], learn_s: float = 7200.0) -> dict[str, Any]
         return {}
     s = _summary(per_window, false_inc, hours)
     f = _summary(flood, 0, 0.0)
+    per_type: dict[str, list[dict[str, Any]]] = {}
+    for w in per_window:
+        per_type.setdefault(w["attack"], []).append(w)
     return {
         "learn_s": learn_s,
-        "columns": "victim side (master_*, slave_*; no *_attacker_mac)",
+        "pair_log": pair_log,
+        "columns": "victim side (master_*, slave_*; no *_attacker_mac); pairs slave_<proto> - master_<proto>",
         **s,
+        "per_attack_type": {
+            k: {n: _summary(v, 0, 0.0)[n] for n in ("windows", "detected", "window_recall")}
+            for k, v in sorted(per_type.items())
+        },
         "flooding_windows": f["windows"],
         "flooding_detected": f["detected"],
         "flooding_window_recall": f["window_recall"],
@@ -533,4 +549,9 @@ def table(report: dict[str, Any]) -> str:
             f"{s['flooding_detected']}/{s['flooding_windows']} ({pct(s['flooding_window_recall'])}), "
             f"false incidents/h {s['false_incidents_per_hour']}, TTD median {s['ttd_median_s']} s"
         )
+        lines.append("")
+        lines.append("| attack type (series track) | windows | detected | recall |")
+        lines.append("| --- | --- | --- | --- |")
+        for k, t in s.get("per_attack_type", {}).items():
+            lines.append(f"| {k} | {t['windows']} | {t['detected']} | {pct(t['window_recall'])} |")
     return "\n".join(lines)

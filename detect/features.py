@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from detect.baseline import Baseline, node, op_of, service_port, unicast_ip, unicast_mac
+from detect.baseline import event_info
 from icsight.events import Event
 
 ACTIONS = ("read", "write", "program", "control", "diagnose", "discover", "session", "error", "other")
@@ -40,6 +40,7 @@ FEATURES: tuple[str, ...] = (
     "n_new_talkers",
 )
 SKIP = frozenset({"alert", "asset"})
+_ACTION_COLS = {a: f"n_{a}" for a in ACTIONS}
 
 
 @dataclass
@@ -66,56 +67,64 @@ class WindowFeatures:
         self.known = set(known_pairs) if known_pairs is not None else None
         self.keep = keep_events
         self.rows: dict[tuple[int, str], _Row] = {}
+        self.min_b: int | None = None  # the earliest window with a row (None: no rows)
+
+    def next_close(self) -> float:
+        """The capture time at which `close` would first return a row (inf when there is none)."""
+        return float("inf") if self.min_b is None else (self.min_b + 1) * self.window
 
     def add(self, ev: Event) -> None:
         if ev.kind in SKIP:
             return
         b = int(ev.ts // self.window)
-        src = node(ev.src)
-        r = self.rows.get((b, src))
+        info = event_info(ev)
+        key = (b, info.src)
+        r = self.rows.get(key)
         if r is None:
-            r = self.rows[(b, src)] = _Row()
+            r = self.rows[key] = _Row()
+            if self.min_b is None or b < self.min_b:
+                self.min_b = b
         c = r.counts
         f = ev.fields
-
-        def inc(k: str, v: float = 1.0) -> None:
-            c[k] = c.get(k, 0.0) + v
-
-        inc("n_events")
-        if ev.kind == "flow":
-            inc("n_flows")
+        kind = ev.kind
+        c["n_events"] = c.get("n_events", 0.0) + 1.0
+        if kind == "flow":
+            c["n_flows"] = c.get("n_flows", 0.0) + 1.0
             # a flow's totals land in the window of its first packet, so sums of bytes would swing with
             # flow length: the mean payload bytes per packet is what the row keeps
-            inc("_flow_bytes", float(f.get("orig_bytes") or 0) + float(f.get("resp_bytes") or 0))
-            inc("_flow_pkts", float(f.get("orig_pkts") or 0) + float(f.get("resp_pkts") or 0))
-        elif ev.kind == "arp":
-            inc("n_arp")
+            c["_flow_bytes"] = c.get("_flow_bytes", 0.0) + (
+                float(f.get("orig_bytes") or 0) + float(f.get("resp_bytes") or 0)
+            )
+            c["_flow_pkts"] = c.get("_flow_pkts", 0.0) + (
+                float(f.get("orig_pkts") or 0) + float(f.get("resp_pkts") or 0)
+            )
+        elif kind == "arp":
+            c["n_arp"] = c.get("n_arp", 0.0) + 1.0
             if f.get("op") == "reply":
-                inc("n_arp_reply")
+                c["n_arp_reply"] = c.get("n_arp_reply", 0.0) + 1.0
             if f.get("gratuitous"):
-                inc("n_arp_gratuitous")
-        elif ev.kind == "weird":
-            inc("n_weird")
+                c["n_arp_gratuitous"] = c.get("n_arp_gratuitous", 0.0) + 1.0
+        elif kind == "weird":
+            c["n_weird"] = c.get("n_weird", 0.0) + 1.0
         else:
-            inc("n_transactions")
-        if ev.action in ACTIONS:
-            inc(f"n_{ev.action}")
-        st = f.get("status")
-        if st == "no_response":
-            inc("n_no_response")
+            c["n_transactions"] = c.get("n_transactions", 0.0) + 1.0
+        ak = _ACTION_COLS.get(ev.action)
+        if ak is not None:
+            c[ak] = c.get(ak, 0.0) + 1.0
+        if f.get("status") == "no_response":
+            c["n_no_response"] = c.get("n_no_response", 0.0) + 1.0
         if f.get("exception"):
-            inc("n_exception")
-        d = node(ev.dst)
-        r.dsts.add(d)
-        r.ports.add(service_port(ev))
-        r.ops.add(f"{ev.kind}:{op_of(ev)}")
-        if (ev.dst.ip and not unicast_ip(ev.dst.ip)) or (ev.dst.mac and not unicast_mac(ev.dst.mac)):
-            inc("n_broadcast_dst")
+            c["n_exception"] = c.get("n_exception", 0.0) + 1.0
+        r.dsts.add(info.dst)
+        r.ports.add(info.sport)
+        r.ops.add(info.feat_op)
+        if info.broadcast_dst:
+            c["n_broadcast_dst"] = c.get("n_broadcast_dst", 0.0) + 1.0
         lat = f.get("latency")
         if isinstance(lat, int | float):
             r.lats.append(float(lat))
-        if self.known is not None and Baseline.talker_key(ev) not in self.known:
-            inc("n_new_talkers")
+        if self.known is not None and info.talker not in self.known:
+            c["n_new_talkers"] = c.get("n_new_talkers", 0.0) + 1.0
         if len(r.events) < self.keep:
             r.events.append(ev)
 
@@ -137,6 +146,7 @@ class WindowFeatures:
                 c["latency_mean"] = float(np.mean(r.lats))
                 c["latency_max"] = float(np.max(r.lats))
             out.append((b, src, np.array([c.get(k, 0.0) for k in FEATURES], dtype=float), r.events))
+        self.min_b = min((k[0] for k in self.rows), default=None)
         return out
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from detect.baseline import Layer, node, op_of, points_of, server_side
+from detect.baseline import EventInfo, Layer, event_info, node, op_of, points_of, server_side
 from detect.state import make_alert
 from icsight.events import Event, ts_to_iso
 
@@ -29,6 +29,7 @@ PERIODIC_CV = 0.25  # a channel is periodic when MAD(intervals) / median(interva
 MAX_TS_KEPT = 20000  # learning keeps at most this many timestamps / latencies per channel
 RATE_WINDOW = 10.0  # seconds per counting window (flooding)
 SKIP = frozenset({"alert", "asset"})
+_SET, _COUNTER, _RANGE = 0, 1, 2  # how a learned point is checked (see ProcessTiming._compile)
 
 
 def _num(v: Any) -> float | None:
@@ -68,6 +69,10 @@ class ProcessTiming(Layer):
         self._counts: dict[tuple[str, int], int] = {}
         self._fired: set[tuple[str, int]] = set()
         self._max_bucket = -1
+        self._pts: dict[str, list[Any]] | None = None  # compiled point checks (built on the first check)
+        self._addr: dict[str, dict[int, list[Any]]] = {}
+        self._limits: dict[str, int] = {}
+        self._chc: dict[str, tuple[Any, ...]] = {}  # compiled channel checks
 
     # ------------------------------------------------------------------ keys
     @staticmethod
@@ -95,6 +100,7 @@ class ProcessTiming(Layer):
     def learn(self, ev: Event) -> None:
         if ev.kind in SKIP:
             return
+        self._pts = None
         self.first_ts = ev.ts if self.first_ts is None else min(self.first_ts, ev.ts)
         self.last_ts = ev.ts if self.last_ts is None else max(self.last_ts, ev.ts)
         b = int(ev.ts // self.window)
@@ -150,6 +156,7 @@ class ProcessTiming(Layer):
 
     def finish_learning(self) -> None:
         """Summaries from everything learned so far (may be called again after more learning)."""
+        self._pts = None
         for ck, tss in self._ts.items():
             ch = self.channels[ck] = {"n": len(tss)}
             if len(tss) > MIN_OBS:
@@ -206,37 +213,130 @@ class ProcessTiming(Layer):
             extra=extra,
         )
 
+    # compiled per-point checks:
+    # [mode, values, lo, hi, lo_lim, hi_lim, rate, last_ts, last_x, key, ref, 2 * rate, 0.1 * (hi - lo)]
+    def _compile(self) -> None:
+        """Index the learned points for the protect path (redone after any further learning).
+
+        Points with fewer than MIN_OBS observations, or with neither a value set nor a numeric range,
+        can never alert and are left out. `_pts` maps the full point key; `_addr` maps
+        "server|kind|<func>:" to {address: entry} for the Modbus-style address/values records, so their
+        refs need no string building.
+        """
+        pts: dict[str, list[Any]] = {}
+        addr: dict[str, dict[int, list[Any]]] = {}
+        for k, p in self.points.items():
+            if p["n"] < MIN_OBS:
+                continue
+            vals = p["values"]
+            cat = len(vals) <= SMALL_SET and (not p["numeric"] or all(isinstance(u, bool) for u in vals))
+            lo, hi = p["min"], p["max"]
+            if cat:
+                mode = _SET
+            elif lo is None:
+                continue
+            elif p["monotonic"] and p["increases"] >= 2:
+                mode = _COUNTER
+            else:
+                mode = _RANGE
+            margin = max(0.1 * (hi - lo), 0.05 * max(abs(lo), abs(hi))) if lo is not None else 0.0
+            parts = k.split("|", 2)
+            ref = parts[2] if len(parts) == 3 else k
+            span10 = 0.1 * (hi - lo) if lo is not None else 0.0
+            e = [mode, vals, lo, hi, (lo or 0.0) - margin, (hi or 0.0) + margin, p["rate"], None, 0.0, k, ref,
+                 2 * p["rate"], span10]
+            pts[k] = e
+            if len(parts) == 3:
+                base, _, digits = ref.rpartition(":")
+                if _:
+                    try:
+                        n = int(digits)
+                    except ValueError:
+                        continue
+                    if str(n) == digits:
+                        addr.setdefault(f"{parts[0]}|{parts[1]}|{base}:", {})[n] = e
+        self._pts, self._addr = pts, addr
+        self._chc: dict[str, tuple[Any, ...]] = {}
+        self._limits = {
+            fam: max(math.ceil(v * 1.5), v + 5) for fam, v in (("per_src", 0), *self.rates.items())
+        }
+
     def check(self, ev: Event) -> list[Event]:
         if ev.kind in SKIP:
             return []
-        out = self._check_rates(ev)
+        if self._pts is None:
+            self._compile()
+        info = event_info(ev)
+        out = self._check_rates(ev, info)
         if ev.kind == "flow":
             return out
-        pts = points_of(ev)
-        if pts:
-            prefix = f"{node(server_side(ev)[1])}|{ev.kind}|"  # = point_key(ev, ref) without the ref
-            for ref, v in pts:
-                a = self._check_point(ev, ref, v, prefix + ref)
-                if a is not None:
-                    out.append(a)
-        out.extend(self._check_timing(ev))
+        f = ev.fields
+        pl = f.get("points")
+        pairs: Any = ()
+        if isinstance(pl, list):
+            if pl:
+                prefix, get = info.point_prefix, self._pts.get
+                pairs = [(get(prefix + ref), v) for ref, v in points_of(ev)]
+        else:
+            a0, vals = f.get("address"), f.get("values")
+            if isinstance(a0, int) and isinstance(vals, list) and vals:
+                fam = self._addr.get(f"{info.point_prefix}{f.get('func') or ev.kind}:")
+                if fam is not None:
+                    pairs = zip(map(fam.get, range(a0, a0 + len(vals))), vals, strict=True)
+        ts = ev.ts
+        for e, v in pairs:
+            if e is None:
+                continue
+            # inline fast path for the usual case: an int inside the learned range, usual rate of change
+            if e[0] == _RANGE and v.__class__ is int:
+                x = float(v)
+                if e[4] <= x <= e[5]:
+                    lts, lx = e[7], e[8]
+                    e[7], e[8] = ts, x
+                    if lts is None or e[6] <= 0 or ts - lts <= 1e-3:
+                        continue
+                    d = abs(x - lx)
+                    if d <= e[12] or d / (ts - lts) <= e[11]:
+                        continue
+                    e[7], e[8] = lts, lx  # an alert: undo, the full check below builds it
+            elif e[0] == _SET and v in e[1]:
+                continue
+            a = self._check_point(ev, e, v)
+            if a is not None:
+                out.append(a)
+        self._check_timing(ev, info, out)
         return out
 
-    def _check_rates(self, ev: Event) -> list[Event]:
-        out = []
+    def _check_rates(self, ev: Event, info: EventInfo) -> list[Event]:
+        out: list[Event] = []
         b = int(ev.ts // self.window)
         if b > self._max_bucket + 2:  # drop counts of windows long past (bounded state)
             self._counts = {k: c for k, c in self._counts.items() if k[1] >= b - 2}
             self._fired = {k for k in self._fired if k[1] >= b - 2}
-        self._max_bucket = max(self._max_bucket, b)
-        for fam in self._families(ev):
+        if b > self._max_bucket:
+            self._max_bucket = b
+        f = ev.fields
+        if ev.kind == "flow":
+            fams: tuple[str, ...] = ("conns",)
+        else:
+            fams = ("events", "src:" + info.src)
+        if (
+            ev.kind == "weird"
+            or ev.action == "error"
+            or f.get("exception")
+            or f.get("status") in ("no_response", "no_request")
+        ):
+            fams += ("errors",)
+        counts, limits = self._counts, self._limits
+        for fam in fams:
             k = (fam, b)
-            c = self._counts.get(k, 0) + 1
-            self._counts[k] = c
-            learned = self.rates.get("per_src" if fam.startswith("src:") else fam, 0)
-            limit = max(math.ceil(learned * 1.5), learned + 5)
+            c = counts.get(k, 0) + 1
+            counts[k] = c
+            lk = "per_src" if fam[:4] == "src:" else fam
+            limit = limits.get(lk, 5)
             if c > limit and k not in self._fired:
                 self._fired.add(k)
+                learned = self.rates.get(lk, 0)
                 what = {"events": "events", "conns": "connections", "errors": "errors/exceptions"}.get(
                     fam, f"events from {fam[4:]}"
                 )
@@ -257,22 +357,11 @@ class ProcessTiming(Layer):
                 )
         return out
 
-    def _check_point(self, ev: Event, ref: str, v: Any, k: str) -> Event | None:
-        p = self.points.get(k)
-        x = _num(v)
-        last = self._pv_last.get(k)
-        if x is not None:
-            self._pv_last[k] = (ev.ts, x)
-        if p is None or p["n"] < MIN_OBS:
-            return None
-        vals = p["values"]
-        cat = p.get("_cat")
-        if cat is None:  # checked as a value set: few distinct bool/string values (cached per point)
-            cat = p["_cat"] = len(vals) <= SMALL_SET and (
-                not p["numeric"] or all(isinstance(u, bool) for u in vals)
-            )
-        if cat:
+    def _check_point(self, ev: Event, e: list[Any], v: Any) -> Event | None:
+        mode, vals = e[0], e[1]
+        if mode == _SET:  # checked as a value set: few distinct bool/string values
             if v not in vals:
+                k, ref = e[9], e[10]
                 return self._alert(
                     ev,
                     "value",
@@ -286,68 +375,97 @@ class ProcessTiming(Layer):
                     {"point": k, "value": v, "learned_values": vals},
                 )
             return None
-        if x is None or p["min"] is None:
+        if v.__class__ is int or v.__class__ is float:
+            x = float(v) if math.isfinite(v) else None
+        else:
+            x = _num(v)
+        if x is None:
             return None
-        lo, hi = p["min"], p["max"]
-        if p["monotonic"] and p["increases"] >= 2:
-            if last is not None and x < last[1]:
+        lts, lx = e[7], e[8]
+        e[7], e[8] = ev.ts, x
+        lo, hi = e[2], e[3]
+        if mode == _COUNTER:
+            if lts is not None and x < lx:
+                k, ref = e[9], e[10]
                 return self._alert(
                     ev,
                     "counter",
                     k,
                     "medium",
-                    f"计数点 {ref} 回退 {_fmt(last[1])} -> {_fmt(x)}",
-                    f"counter {ref} went backwards {_fmt(last[1])} -> {_fmt(x)} (learned as monotonic)",
+                    f"计数点 {ref} 回退 {_fmt(lx)} -> {_fmt(x)}",
+                    f"counter {ref} went backwards {_fmt(lx)} -> {_fmt(x)} (learned as monotonic)",
                     "计数器回退",
                     "Counter went backwards",
                     ("T0832",),
                     {"point": k},
                 )
-        else:
-            margin = max(0.1 * (hi - lo), 0.05 * max(abs(lo), abs(hi)))
-            if x < lo - margin or x > hi + margin:
-                return self._alert(
-                    ev,
-                    "range",
-                    f"{k}",
-                    "high",
-                    f"点 {ref} 值 {_fmt(x)} 超出学习范围 [{_fmt(lo)}, {_fmt(hi)}]"
-                    "（余量：跨度的 10%，至少为值的 5%）",
-                    f"point {ref} value {_fmt(x)} outside learned range [{_fmt(lo)}, {_fmt(hi)}] "
-                    "(margin 10% of the span, at least 5% of the value)",
-                    "过程值超出范围",
-                    "Process value out of range",
-                    ("T0832", "T0836"),
-                    {"point": k, "value": x, "learned_min": lo, "learned_max": hi},
-                )
-        if last is not None and p["rate"] > 0:
-            dt = ev.ts - last[0]
+        elif x < e[4] or x > e[5]:
+            k, ref = e[9], e[10]
+            return self._alert(
+                ev,
+                "range",
+                f"{k}",
+                "high",
+                f"点 {ref} 值 {_fmt(x)} 超出学习范围 [{_fmt(lo)}, {_fmt(hi)}]"
+                "（余量：跨度的 10%，至少为值的 5%）",
+                f"point {ref} value {_fmt(x)} outside learned range [{_fmt(lo)}, {_fmt(hi)}] "
+                "(margin 10% of the span, at least 5% of the value)",
+                "过程值超出范围",
+                "Process value out of range",
+                ("T0832", "T0836"),
+                {"point": k, "value": x, "learned_min": lo, "learned_max": hi},
+            )
+        rate = e[6]
+        if lts is not None and rate > 0:
+            dt = ev.ts - lts
             if dt > 1e-3:
-                r = abs(x - last[1]) / dt
-                if r > 2 * p["rate"] and abs(x - last[1]) > 0.1 * (hi - lo):
+                r = abs(x - lx) / dt
+                if r > 2 * rate and abs(x - lx) > 0.1 * (hi - lo):
+                    k, ref = e[9], e[10]
                     return self._alert(
                         ev,
                         "rate_of_change",
                         k,
                         "medium",
-                        f"点 {ref} 变化率 {_fmt(r)}/s 超过学习最大值 {_fmt(p['rate'])}/s 的 2 倍",
+                        f"点 {ref} 变化率 {_fmt(r)}/s 超过学习最大值 {_fmt(rate)}/s 的 2 倍",
                         f"point {ref} changes at {_fmt(r)}/s, over twice the learned maximum "
-                        f"{_fmt(p['rate'])}/s",
+                        f"{_fmt(rate)}/s",
                         "过程值变化过快",
                         "Process value changes too fast",
                         ("T0832",),
-                        {"point": k, "rate": r, "learned_rate": p["rate"]},
+                        {"point": k, "rate": r, "learned_rate": rate},
                     )
         return None
 
-    def _check_timing(self, ev: Event) -> list[Event]:
-        out = []
-        ck = self.channel_key(ev)
-        ch = self.channels.get(ck)
+    def _check_timing(self, ev: Event, info: EventInfo, out: list[Event]) -> list[Event]:
+        ck = info.op_key  # = channel_key(ev)
+        ts = ev.ts
         last = self._seen_last.get(ck)
-        self._seen_last[ck] = ev.ts if last is None else max(last, ev.ts)
+        if last is None or ts > last:
+            self._seen_last[ck] = ts
+        ch = self.channels.get(ck)
         if ch is None:
             return out
+        c = self._chc.get(ck)
+        if c is None:  # (period, shortest and longest gap without an alert, latency limit)
+            period, p99 = ch.get("period"), ch.get("lat_p99")
+            tol = max(4 * ch.get("jitter", 0.0), 0.25 * period) if period else 0.0
+            lat_limit = max(3 * p99, ch["lat_max"] * 1.5, p99 + 0.05) if p99 is not None else None
+            c = self._chc[ck] = (period, period - tol, period + max(tol, period), lat_limit) if period else (
+                None, 0.0, 0.0, lat_limit
+            )
+        if c[0] and last is not None:
+            gap = ts - last
+            if 0 <= gap < c[1] or gap > c[2]:
+                return self._timing_alerts(ev, ck, ch, last, out)
+        if c[3] is not None:
+            lat = ev.fields.get("latency")
+            if lat is not None and (lat.__class__ is not float or lat > c[3]):
+                return self._timing_alerts(ev, ck, ch, last, out)
+        return out
+
+    def _timing_alerts(self, ev: Event, ck: str, ch: dict[str, Any], last: float | None, out: list[Event]):
+        """The timing alerts of one event (the full check, run when the fast check above saw a deviation)."""
         period = ch.get("period")
         if period and last is not None:
             gap = ev.ts - last

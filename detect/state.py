@@ -63,13 +63,9 @@ def has_state_in(directory: Path) -> bool:
 
 
 def _alert_id(detector: str, key: str, evidence: Sequence[Event], ts: float) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    h.update(detector.encode())
-    h.update(b"\x1f" + key.encode())
-    h.update(b"\x1f" + repr(round(ts, 6)).encode())
-    for e in evidence:
-        h.update(b"\x1f" + e.id.encode())
-    return "al" + h.hexdigest()
+    # one update of the joined parts (= detector, then "\x1f" + each of key, ts, evidence ids)
+    parts = "\x1f".join([detector, key, repr(round(ts, 6)), *(e.id for e in evidence)])
+    return "al" + hashlib.blake2b(parts.encode(), digest_size=12).hexdigest()
 
 
 def make_alert(
@@ -96,7 +92,10 @@ def make_alert(
         raise ValueError(f"severity {severity!r} not in {SEVERITIES}")
     ev0 = evidence[0] if evidence else None
     ts = ts if ts is not None else (ev0.ts if ev0 is not None else 0.0)
-    frames = sorted({f for e in evidence for f in e.origin.frames})
+    if len(evidence) == 1:
+        frames = sorted(set(evidence[0].origin.frames))
+    else:
+        frames = sorted({f for e in evidence for f in e.origin.frames})
     capture = ev0.origin.capture if ev0 is not None else ""
     fields: dict[str, Any] = {
         "rule_id": detector,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import orjson
@@ -304,3 +305,34 @@ def test_cli_learn_then_sensor_emits_inline_alerts_and_accept(tmp_path):
     res = r.invoke(main, ["alerts", "--data-dir", str(tmp_path), "--severity", "critical", "--json"])
     assert res.exit_code == 0
     assert all(orjson.loads(x)["fields"]["severity"] == "critical" for x in res.stdout.splitlines() if x)
+
+
+def _mb_write(i: int, ts: float, address: int, action: str = "write") -> Event:
+    return Event(
+        id=f"w{i}",
+        ts=ts,
+        kind="modbus",
+        tenant="t",
+        sensor="s",
+        src=Endpoint("10.0.0.5", 40000 + i % 2, "02:00:00:00:00:05"),
+        dst=Endpoint("10.0.0.10", 502, "02:00:00:00:00:10"),
+        action=action,
+        fields={"func": "WRITE_SINGLE_REGISTER", "address": address, "values": [1]},
+        origin=Origin("c", (i,)),
+    )
+
+
+def test_known_traffic_fast_path_still_checks_writes():
+    """Events of a known pair and operation take the cached path; writes are still range-checked."""
+    b = Baseline()
+    for i in range(10):
+        b.learn(_mb_write(i, 100.0 + i, 10 + i))
+    assert [b.check(_mb_write(20 + k, 200.0 + k, 12)) for k in range(3)] == [[], [], []]
+    out = b.check(_mb_write(30, 210.0, 500))  # the same endpoints: known pair, cached verdict
+    assert [a.fields["rule_id"] for a in out] == ["baseline.write"]
+    assert "learned range WRITE_SINGLE_REGISTER:10..WRITE_SINGLE_REGISTER:19" in out[0].fields["reason"]["en"]
+    assert b.accept(out[0].fields["baseline_entry"])
+    assert b.check(_mb_write(31, 211.0, 500)) == []
+    # a new operation of the same endpoints is not covered by the cached verdict
+    out = b.check(dataclasses.replace(_mb_write(32, 212.0, 12), fields={"func": "READ_COILS"}, action="read"))
+    assert [a.fields["rule_id"] for a in out] == ["baseline.operation"]

@@ -170,3 +170,22 @@ def test_sensor_refuses_mismatched_model_and_keeps_other_layers(tmp_path, caplog
     assert [layer.name for layer in det.layers] == ["baseline", "process"]
     assert det.mode == "protect"
     assert "model refused" in caplog.text and "trained on features" in caplog.text
+
+
+def test_series_pairs_flag_traffic_one_end_does_not_see():
+    """Both ends of a link count the same packets; 6 extra packets/s at one end only for 5 s is flagged
+    through the pair difference, not by either column alone."""
+    rng = np.random.default_rng(3)
+    base = rng.poisson(2, size=(3600, 1)).astype(float)
+    normal = np.hstack([base, base])
+    test = np.hstack([b := rng.poisson(2, size=(600, 1)).astype(float), b.copy()])
+    test[300:305, 0] += 6
+    cols = ["slave_dnp3", "master_dnp3"]
+    plain = SeriesModel(cols).fit(normal)
+    assert not (plain.decision(test)[300:310] < 0).any()
+    for pair_log in (True, False):
+        m = SeriesModel(cols, pairs=[("slave_dnp3", "master_dnp3")], pair_log=pair_log).fit(normal)
+        assert len(m.feature_names) == m.features(normal).shape[1] == 6 + 2
+        d = m.decision(test)
+        assert (d[304:306] < 0).all()
+        assert (d[:299] < 0).sum() == 0 and (d[340:] < 0).sum() == 0

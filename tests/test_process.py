@@ -149,3 +149,39 @@ def test_state_round_trip():
     q = ProcessTiming(p.to_state())
     assert q.to_state() == p.to_state()
     assert [a.fields["rule_id"] for a in q.check(ev(99, 200.0, [("u1:ir:7", 500)]))] == ["process.range"]
+
+
+def _mb(i: int, ts: float, address: int, values: list, func: str = "READ_HOLDING_REGISTERS") -> Event:
+    """A Modbus-style record: points given as `address` + `values` (no `points` list)."""
+    e = ev(i, ts, func=func)
+    f = {k: v for k, v in e.fields.items() if k != "points"}
+    return dataclasses.replace(e, fields={**f, "address": address, "values": values})
+
+
+def test_address_values_records_use_the_same_point_state_as_refs():
+    """The protect path indexes Modbus address/values records by number: same keys, same alerts."""
+    train = [_mb(i, 100.0 + i, 100, [20 + i % 3, 7, True]) for i in range(30)]
+    p = learned(train)
+    k = p.point_key(train[0], "READ_HOLDING_REGISTERS:100")
+    assert p.points[k]["min"] == 20 and p.points[k]["max"] == 22
+    assert p.check(_mb(50, 140.0, 100, [21, 7, True])) == []
+    out = p.check(_mb(51, 141.0, 99, [0, 90, 7, False]))  # shifted: 100 -> 90 and 102 -> False
+    assert [(a.fields["rule_id"], a.fields["point"]) for a in out] == [
+        ("process.range", p.point_key(train[0], "READ_HOLDING_REGISTERS:100")),
+        ("process.value", p.point_key(train[0], "READ_HOLDING_REGISTERS:102")),
+    ]
+    assert "point READ_HOLDING_REGISTERS:100 value 90 outside learned range [20, 22]" in (
+        out[0].fields["reason"]["en"]
+    )
+    # the same point given as a ref shares the last value (90 one second ago): 69/s vs the learned 2/s
+    out = p.check(ev(52, 142.0, [("READ_HOLDING_REGISTERS:100", 21)]))
+    assert [(a.fields["rule_id"], a.fields["rate"]) for a in out] == [("process.rate_of_change", 69.0)]
+
+
+def test_learning_more_after_checking_recompiles():
+    p = learned([ev(i, 100.0 + i, [("u1:ir:7", 20 + i % 3)]) for i in range(20)])
+    assert [a.fields["rule_id"] for a in p.check(ev(50, 130.0, [("u1:ir:7", 60)]))] == ["process.range"]
+    for i in range(20):
+        p.learn(ev(100 + i, 200.0 + i, [("u1:ir:7", 58 + i % 3)]))
+    p.finish_learning()
+    assert p.check(ev(200, 300.0, [("u1:ir:7", 60)])) == []

@@ -107,7 +107,8 @@ class WindowModel(Layer):
         out: list[Event] = []
         if ev.ts > self._max_ts:
             self._max_ts = ev.ts
-            if (int(ev.ts // self.window)) * self.window > 0:
+            # close() would hand back nothing before the earliest open window has ended
+            if ev.ts >= self._live.next_close() and (int(ev.ts // self.window)) * self.window > 0:
                 out = self._score(self._live.close(ev.ts))
         if ev.ts >= (int(self._max_ts // self.window) - 1) * self.window:  # late events of past windows drop
             self._live.add(ev)
