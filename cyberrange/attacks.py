@@ -17,7 +17,7 @@ from typing import Any
 
 from cyberrange import protocols as P
 from cyberrange.generator import Link, Mitm, Range
-from cyberrange.pcapgen import ACK, RST, SYN, Host, arp, checksum, ethernet, ipv4, tcp_segment
+from cyberrange.pcapgen import ACK, RST, SYN, Host, arp, checksum, ethernet, ipv4, tcp_frame
 from cyberrange.scenario import Attack, Poll
 
 
@@ -140,69 +140,13 @@ def port_scan(r: Range, k: Attack, t: float) -> None:
         for port in ports:
             seq = r.rng.getrandbits(32)
             out = r.sink
-            out.write(
-                t,
-                ethernet(
-                    me.macb,
-                    h.macb,
-                    0x0800,
-                    ipv4(
-                        me.ipb,
-                        h.ipb,
-                        6,
-                        tcp_segment(me.ipb, h.ipb, sport, port, seq, 0, SYN, window=1024),
-                        out.next_ident(),
-                    ),
-                ),
-            )
-            if port in open_:
+            tcp_frame(out, t, me, h, sport, port, seq, 0, SYN, window=1024)
+            if port in open_:             # SYN-ACK, then the scanner resets (a half-open scan)
                 sseq = r.rng.getrandbits(32)
-                out.write(
-                    t + 0.0003,
-                    ethernet(
-                        h.macb,
-                        me.macb,
-                        0x0800,
-                        ipv4(
-                            h.ipb,
-                            me.ipb,
-                            6,
-                            tcp_segment(h.ipb, me.ipb, port, sport, sseq, seq + 1, SYN | ACK),
-                            out.next_ident(),
-                        ),
-                    ),
-                )
-                out.write(
-                    t + 0.0005,
-                    ethernet(
-                        me.macb,
-                        h.macb,
-                        0x0800,
-                        ipv4(
-                            me.ipb,
-                            h.ipb,
-                            6,
-                            tcp_segment(me.ipb, h.ipb, sport, port, seq + 1, 0, RST, window=0),
-                            out.next_ident(),
-                        ),
-                    ),
-                )
-            else:
-                out.write(
-                    t + 0.0003,
-                    ethernet(
-                        h.macb,
-                        me.macb,
-                        0x0800,
-                        ipv4(
-                            h.ipb,
-                            me.ipb,
-                            6,
-                            tcp_segment(h.ipb, me.ipb, port, sport, 0, seq + 1, RST | ACK, window=0),
-                            out.next_ident(),
-                        ),
-                    ),
-                )
+                tcp_frame(out, t + 0.0003, h, me, port, sport, sseq, seq + 1, SYN | ACK)
+                tcp_frame(out, t + 0.0005, me, h, sport, port, seq + 1, 0, RST, window=0)
+            else:                         # closed port: RST+ACK
+                tcp_frame(out, t + 0.0003, h, me, port, sport, 0, seq + 1, RST | ACK, window=0)
             t += step
 
 

@@ -206,3 +206,11 @@ def udp(out: PcapStream, ts: float, src: Host, dst: Host, sport: int, dport: int
     dg = udp_datagram(src.ipb, dst.ipb, sport, dport, payload)
     return out.write(ts, ethernet(src.macb, dst_mac or dst.macb, 0x0800, ipv4(src.ipb, dst.ipb, 17, dg,
                                                                             out.next_ident())))
+
+
+def tcp_frame(out: PcapStream, ts: float, src: Host, dst: Host, sport: int, dport: int, seq: int, ack: int,
+              flags: int, payload: bytes = b"", window: int = 64240) -> int:
+    """One TCP segment outside a `TcpSession` (scans, resets): Ethernet + IPv4 + TCP, checksums set."""
+    seg = tcp_segment(src.ipb, dst.ipb, sport, dport, seq, ack, flags, payload, window=window)
+    packet = ipv4(src.ipb, dst.ipb, 6, seg, out.next_ident())
+    return out.write(ts, ethernet(src.macb, dst.macb, 0x0800, packet))

@@ -532,6 +532,18 @@ def _property_value(it: dict[str, Any], r: Reader) -> None:
         it["priority"] = pr
 
 
+def _property_values(r: Reader, tag: int) -> list[dict[str, Any]]:
+    """A list of BACnetPropertyValue up to the closing `tag` (the opening tag already read)."""
+    items: list[dict[str, Any]] = []
+    while not r.is_ctx(tag, CLOSING):
+        it: dict[str, Any] = {}
+        _property_value(it, r)
+        if len(items) < MAX_ITEMS:
+            items.append(it)
+    r.closing(tag)
+    return items
+
+
 def cov_notification(r: Reader) -> dict[str, Any]:
     """13.14.1 / 13.15.1: [0] process id, [1] initiating device, [2] monitored object,
     [3] time remaining, [4] list of values."""
@@ -547,14 +559,7 @@ def cov_notification(r: Reader) -> dict[str, Any]:
     if tr is not None:
         out["time_remaining"] = tr
     if r.opening(4):
-        items: list[dict[str, Any]] = []
-        while not r.is_ctx(4, CLOSING):
-            it: dict[str, Any] = {}
-            _property_value(it, r)
-            if len(items) < MAX_ITEMS:
-                items.append(it)
-        r.closing(4)
-        out["items"] = items
+        out["items"] = _property_values(r, 4)
     return out
 
 
@@ -692,14 +697,7 @@ def create_object(r: Reader) -> dict[str, Any]:
             _obj(out, r.ctx_objid(1))
         r.closing(0)
     if r.opening(1):
-        items: list[dict[str, Any]] = []
-        while not r.is_ctx(1, CLOSING):
-            it: dict[str, Any] = {}
-            _property_value(it, r)
-            if len(items) < MAX_ITEMS:
-                items.append(it)
-        r.closing(1)
-        out["items"] = items
+        out["items"] = _property_values(r, 1)
     return out
 
 
