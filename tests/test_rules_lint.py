@@ -9,6 +9,7 @@ import pytest
 
 from detect.lint import ERROR, INFO, WARNING, lint_dir, main
 from detect.ruleset import RULES_DIR
+from tests.conftest import PCAPS, need_shared
 
 GOOD = textwrap.dedent("""\
     id: {id}
@@ -42,6 +43,7 @@ def issues_of(d: Path, check: str | None = None):
 
 
 def test_project_rules_have_no_lint_errors() -> None:
+    need_shared(PCAPS)                        # the linter checks that example captures exist
     issues = lint_dir(RULES_DIR)
     errors = [str(i) for i in issues if i.severity == ERROR]
     assert errors == []
@@ -49,6 +51,7 @@ def test_project_rules_have_no_lint_errors() -> None:
 
 
 def test_clean_rule_has_no_issues(tmp_path: Path) -> None:
+    need_shared(PCAPS / "modbus" / "modbus_example.pcap")     # its example capture
     write(tmp_path, "modbus/a-rule.yml", GOOD.format(id="a-rule"))
     assert issues_of(tmp_path) == []
 
