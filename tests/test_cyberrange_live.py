@@ -229,44 +229,8 @@ def test_live_iec104_broadcast_commands_pair_with_station_confirmations(iec104_l
 
 def test_live_capture_of_real_s7comm_stack(tmp_path, need_root):
     pytest.importorskip("snap7")
-    port = _free_port()
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "icsight.yml").write_text(f"sensor: lab-s7\nports:\n  s7comm:\n    tcp: [102, {port}]\n")
-    out = tmp_path / "live.jsonl"
-    sensor = subprocess.Popen(
-        _icsight(
-            "sensor",
-            "live",
-            "lo",
-            "--filter",
-            f"tcp port {port}",
-            "--data-dir",
-            str(data),
-            "--no-store",
-            "--jsonl",
-            str(out),
-        ),
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        _wait_capturing(sensor)
-        r = subprocess.run(
-            [sys.executable, "-m", "tests.s7_peer", str(port), "5"],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-        )
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.splitlines()[-1] == "stop 0 start 0", r.stdout
-        time.sleep(1.0)
-    finally:
-        err = _stop(sensor)
-    assert sensor.returncode == 0, err
-    events = [Event.from_json(line) for line in out.read_text().splitlines()]
+    events, stdout = _live_peer(tmp_path, "s7comm", "s7_peer", "5")
+    assert stdout.splitlines()[-1] == "stop 0 start 0", stdout
     s7 = [e for e in events if e.kind == "s7comm"]
     funcs = [e.fields["function"] for e in s7]
     assert funcs == [
