@@ -177,11 +177,12 @@ class Pending:
     back as unmatched so state stays flat however long the capture.
     """
 
-    __slots__ = ("items", "limit", "timeout")
+    __slots__ = ("floor", "items", "limit", "timeout")
 
     def __init__(self, timeout: float = 60.0, limit: int = 4096) -> None:
         self.items: dict[Any, tuple[float, Any]] = {}
         self.timeout, self.limit = timeout, limit
+        self.floor = _INF          # no entry is older than this: `expire` skips the scan until it can bite
 
     def __len__(self) -> int:
         return len(self.items)
@@ -193,6 +194,8 @@ class Pending:
         if old is not None:
             out.append(old[1])
         self.items[key] = (ts, value)
+        if ts < self.floor:
+            self.floor = ts
         if len(self.items) > self.limit:
             k = next(iter(self.items))
             out.append(self.items.pop(k)[1])
@@ -203,16 +206,21 @@ class Pending:
         return None if item is None else item[1]
 
     def expire(self, now: float) -> list[Any]:
-        out = []
+        """Entries older than `timeout` at capture time `now`, removed (cheap when none can be)."""
         cutoff = now - self.timeout
-        for k in [k for k, (t, _) in self.items.items() if t < cutoff]:
-            out.append(self.items.pop(k)[1])
+        if self.floor >= cutoff:
+            return []
+        out = [self.items.pop(k)[1] for k in [k for k, (t, _) in self.items.items() if t < cutoff]]
+        self.floor = min((t for t, _ in self.items.values()), default=_INF)
         return out
 
     def drain(self) -> list[Any]:
         out = [v for _, v in self.items.values()]
         self.items.clear()
         return out
+
+
+_INF = float("inf")
 
 
 def hexstr(b: bytes | bytearray | memoryview) -> str:

@@ -415,7 +415,6 @@ PCCC_ACTIONS = {
 }
 
 MAX_MSP = 256  # embedded services decoded per Multiple_Service_Packet
-_INF = float("inf")
 
 
 def _name(table: dict[int, str], code: int, width: int = 2) -> str:
@@ -671,7 +670,7 @@ class EnipAnalyzer(Analyzer):
     """Encapsulation + CIP over one TCP connection or UDP flow."""
 
     PROTOCOL = PROTOCOL
-    __slots__ = ("bufs", "cip", "cip_floor", "encap", "encap_floor", "mine", "udp")
+    __slots__ = ("bufs", "cip", "encap", "mine", "udp")
 
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
@@ -681,7 +680,6 @@ class EnipAnalyzer(Analyzer):
         self.udp = conn.proto == "udp"
         # Lower bounds of the request times in `encap` / `cip`: while the bound is not older than the
         # timeout nothing can expire, and `_expire` skips the sweep of the table.
-        self.encap_floor = self.cip_floor = _INF
         self.mine: set[Any] = set()  # keys this flow put in the per-sensor discover table
 
     # ------------------------------------------------------------------ framing
@@ -778,8 +776,6 @@ class EnipAnalyzer(Analyzer):
                 for d in dropped:
                     d[2]._discover_done(d)
                 return
-            if ts < self.encap_floor:
-                self.encap_floor = ts
             for old in self.encap.add((cmd, ctx), ts, rec):
                 self._encap_unmatched(old)
             return
@@ -1209,8 +1205,6 @@ class EnipAnalyzer(Analyzer):
         f = {**env, **f}
         m = _Msg(f, frames, ts, is_orig)
         m.msp = f.pop("_msp", [])
-        if ts < self.cip_floor:
-            self.cip_floor = ts
         for old in self.cip.add(key, ts, m):
             self._cip_emit(old, None, None, [])
 
@@ -1398,15 +1392,10 @@ class EnipAnalyzer(Analyzer):
 
     # ------------------------------------------------------------------ expiry
     def _expire(self, ts: float) -> None:
-        encap, cip = self.encap, self.cip
-        if self.encap_floor < ts - encap.timeout:
-            for rec in encap.expire(ts):
-                self._encap_unmatched(rec)
-            self.encap_floor = min((t for t, _ in encap.items.values()), default=_INF)
-        if self.cip_floor < ts - cip.timeout:
-            for m in cip.expire(ts):
-                self._cip_emit(m, None, None, [])
-            self.cip_floor = min((t for t, _ in cip.items.values()), default=_INF)
+        for rec in self.encap.expire(ts):
+            self._encap_unmatched(rec)
+        for m in self.cip.expire(ts):
+            self._cip_emit(m, None, None, [])
         if self.udp and self.mine:
             st = _state(self.conn.sensor)
             for entry in st.discover.expire(ts):

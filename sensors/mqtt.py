@@ -505,4 +505,4 @@ class TcpAnalyzer(Analyzer):
             self._finish(ex, "paired", ts)
         else:
             ex.step += 1
-            self.pending.items[key] = (ex.ts, ex)                # keep the flow open for its next step
+            self.pending.add(key, ex.ts, ex)                     # keep the flow open for its next step
