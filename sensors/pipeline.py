@@ -106,6 +106,7 @@ class Sensor:
         self.now = 0.0
         self.uid_counter = 0
         self.nframes = 0
+        self.batches = 0               # event batches handed to the sinks (sensors.run)
         self._tcp_idle = settings.tcp_idle_timeout
         self._udp_idle = settings.udp_idle_timeout
 

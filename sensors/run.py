@@ -17,7 +17,6 @@ from sensors.pipeline import SUPPORTED_LINKTYPES, Sensor
 log = logging.getLogger(__name__)
 
 Sink = Callable[[list[Event]], None]
-_flushes = 0
 
 
 def jsonl_sink(out: IO[str]) -> Sink:
@@ -38,9 +37,8 @@ def _flush(sensor: Sensor, sinks: Sequence[Sink]) -> int:
     # hundreds of times per batch: ~12% of the run). Collect here instead: the young generations at
     # every batch, everything every 8th batch (cycles in long-lived analyzers reach the oldest
     # generation, and memory must stay flat however long the capture).
-    global _flushes
-    _flushes += 1
-    gc.collect(2 if _flushes % 8 == 0 else 1)
+    sensor.batches += 1
+    gc.collect(2 if sensor.batches % 8 == 0 else 1)
     return len(events)
 
 
