@@ -72,11 +72,11 @@ def _open_sinks(settings: Settings, jsonl: str | None, store: bool):
     return st, sinks, closers
 
 
-def _make_sensor(settings: Settings, st) -> tuple:
+def _make_sensor(settings: Settings, st):
     from icsight.wiring import build_sensor
 
     try:
-        return build_sensor(settings, st), None
+        return build_sensor(settings, st)
     except ConfigError as e:
         click.echo(f"icsight: {e}", err=True)
         sys.exit(errors.E_CONFIG)
@@ -105,7 +105,7 @@ def sensor_read(captures: tuple[str, ...], data_dir: str | None, config: str | N
 
     settings = _settings(data_dir, config)
     st, sinks, closers = _open_sinks(settings, jsonl, not no_store)
-    s, _ = _make_sensor(settings, st)
+    s = _make_sensor(settings, st)
     code = errors.E_OK
     n = 0
     try:
@@ -137,7 +137,7 @@ def sensor_live(iface: str, data_dir: str | None, config: str | None, bpf: str |
 
     settings = _settings(data_dir, config)
     st, sinks, closers = _open_sinks(settings, jsonl, not no_store)
-    s, _ = _make_sensor(settings, st)
+    s = _make_sensor(settings, st)
     n = 0
     code = errors.E_OK
     from scapy.error import Scapy_Exception
