@@ -33,9 +33,10 @@ config_option = click.option(
 )
 layers_option = click.option(
     "--layers",
-    default="baseline,process,model",
+    default="rules,baseline,process,model",
     show_default=True,
-    help="Learned layers to use, comma separated (baseline, process, model).",
+    help="Layers to use, comma separated (rules, baseline, process, model); learning with rules learns the "
+    "rule tuning (the rule alerts normal traffic raises).",
 )
 
 
@@ -73,14 +74,16 @@ def learn_cmd(
     captures: tuple[str, ...], data_dir: str | None, config: str | None, layers: str, store: bool
 ) -> None:
     """Learn the site's baseline, process/timing profile and models from normal-traffic CAPTURES."""
-    from detect.runtime import Detection, make_layers, save_layers
+    from detect.runtime import Detection, load_rule_engine, make_layers, save_layers
     from detect.state import state_dir
     from sensors.pipeline import Sensor
     from sensors.run import read_captures
 
     settings = _settings(data_dir, config)
-    ls, _ = make_layers(None, set(layers.split(",")))
-    det = Detection(ls, "learn")
+    enabled = set(layers.split(","))
+    ls, _ = make_layers(None, enabled)
+    # the rules run too: what they raise on normal traffic becomes the site's rule tuning
+    det = Detection(ls, "learn", load_rule_engine() if "rules" in enabled else None)
     sinks = []
     st = None
     if store:
@@ -99,8 +102,12 @@ def learn_cmd(
     for layer in ls:  # the sensor's end() already did this per capture; again for every capture
         layer.finish_learning()
     directory = state_dir(settings.data_dir, settings.tenant)
-    save_layers(directory, ls)
+    save_layers(directory, ls, det.tuning if det.rules is not None else None)
     parts = []
+    if det.rules is not None:
+        rules_seen = sorted({e["rule_id"] for e in det.tuning.entries.values()})
+        parts.append(f"rules: {len(det.tuning)} rule alert keys learned as normal (rule tuning)"
+                     + (f": {', '.join(rules_seen)}" if rules_seen else ""))
     for layer in ls:
         s = layer.to_state() if layer.name != "model" else {}
         if layer.name == "baseline":
@@ -136,7 +143,7 @@ def run_cmd(
     data_dir: str | None, config: str | None, layers: str, since: float | None, until: float | None
 ) -> None:
     """Re-score the stored events with the rules and the learned state; store the alerts (idempotent)."""
-    from detect.runtime import Detection, load_rule_engine, make_layers
+    from detect.runtime import Detection, load_rule_engine, load_tuning, make_layers
     from detect.state import state_dir
     from storage import EventQuery
 
@@ -149,7 +156,8 @@ def run_cmd(
             err=True,
         )
         ls = []
-    det = Detection(ls, "protect", load_rule_engine())
+    rules = load_rule_engine() if "rules" in layers.split(",") else None
+    det = Detection(ls, "protect", rules, tuning=load_tuning(directory))
     st = _store(settings)
     alerts: list[Event] = []
     n = 0
@@ -172,7 +180,8 @@ def run_cmd(
 @data_dir_option
 @config_option
 def accept_cmd(alert_id: str, data_dir: str | None, config: str | None) -> None:
-    """Accept the deviation of alert ALERT_ID into the site's baseline."""
+    """Accept what alert ALERT_ID names as normal for the site: a baseline deviation into the baseline,
+    a rule alert's rule and hosts (its group) into the rule tuning."""
     from detect.runtime import accept
     from storage import EventQuery
 
@@ -190,12 +199,14 @@ def accept_cmd(alert_id: str, data_dir: str | None, config: str | None) -> None:
     except ValueError as e:
         click.echo(f"icsight: {e}", err=True)
         sys.exit(errors.E_USAGE)
-    entry = alert.fields["baseline_entry"]
-    click.echo(
-        ("accepted into the baseline: " if changed else "already in the baseline: ")
-        + orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode(),
-        err=True,
-    )
+    if alert.fields.get("layer") == "rule":
+        from detect.tuning import tuning_key
+
+        where, entry = "the rule tuning", tuning_key(alert)
+    else:
+        where = "the baseline"
+        entry = orjson.dumps(alert.fields["baseline_entry"], option=orjson.OPT_SORT_KEYS).decode()
+    click.echo(f"{'accepted into' if changed else 'already in'} {where}: {entry}", err=True)
 
 
 @click.command("alerts")

@@ -46,7 +46,15 @@ from typing import Any
 
 import numpy as np
 
-from detect.runtime import Detection, load_rule_engine, load_ruleset, make_layers, save_layers
+from detect.runtime import (
+    Detection,
+    learn_events,
+    load_rule_engine,
+    load_ruleset,
+    load_tuning,
+    make_layers,
+    save_layers,
+)
 from icsight.events import Event
 
 SLACK_BEFORE, SLACK_AFTER = 1.0, 2.0
@@ -267,15 +275,11 @@ def _prf(flagged: set[int], pos: set[int]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- running the detectors
-def _learn(normal: Sequence[list[Event]], layers: Sequence[str], state: Path) -> None:
-    ls, _ = make_layers(None, set(layers) - {"rules"})
-    for events in normal:
-        for ev in events:
-            for layer in ls:
-                layer.learn(ev)
-    for layer in ls:
-        layer.finish_learning()
-    save_layers(state, ls)
+def _learn(
+    normal: Sequence[list[Event]], layers: Sequence[str], state: Path, ruleset: Any | None = None
+) -> None:
+    ls, tuning = learn_events((ev for events in normal for ev in events), layers, ruleset)
+    save_layers(state, ls, tuning)
 
 
 def _detect(
@@ -284,7 +288,7 @@ def _detect(
     """(de-duplicated alerts, all alerts) of one day with detectors built from the frozen state."""
     ls, _ = make_layers(state, set(layers) - {"rules"})
     rules = load_rule_engine(ruleset=ruleset) if "rules" in layers and ruleset is not None else None
-    det = Detection(ls, "protect", rules)
+    det = Detection(ls, "protect", rules, tuning=load_tuning(state))
     det.raw = []
     out: list[Event] = []
     for ev in events:
@@ -329,7 +333,7 @@ def evaluate(
         full: dict[str, Any] | None = None
         for n_run, layers in enumerate([*ablation, *single]):
             state = work / ("state-" + "-".join(layers))
-            _learn([events[d.tag] for d in normal], layers, state)
+            _learn([events[d.tag] for d in normal], layers, state, ruleset)
             per_window, per_type, per_day = [], defaultdict(list), {}
             false_inc, hours = 0, 0.0
             flagged_all, pos_all = 0, 0
@@ -401,7 +405,7 @@ def _control_cv(
     out, total_inc, total_h = {}, 0, 0.0
     for d in normal:
         state = work / f"cv-{d.tag}"
-        _learn([events[o.tag] for o in normal if o is not d], layers, state)
+        _learn([events[o.tag] for o in normal if o is not d], layers, state, ruleset)
         alerts, _ = _detect(events[d.tag], layers, state, ruleset)
         t0, t1 = span(d)
         sd = score_day([a.ts for a in alerts], [], t0, t1)

@@ -3,8 +3,10 @@
 `build_observers(settings)` gives the observer list to append to a `Sensor` (after the asset
 inventory). With no learned state for the site in the data directory the learned layers run in
 learning mode (and save their state at the end of the capture); with state they protect. Rules (the
-rule engine of `detect.engine`, rules from `rules/`) fire in both modes. Alerts of the same deviation
-key are de-duplicated: a key alerts again only after `dedup_s` seconds of capture time without it.
+rule engine of `detect.engine`, rules from `rules/`) fire in both modes; what they raise while learning
+is the site's rule tuning (`detect.tuning`): in protect mode those rule alerts are dropped. Alerts of the
+same deviation key are de-duplicated: a key alerts again only after `dedup_s` seconds of capture time
+without it.
 
 `schedule_retraining` re-fits the anomaly model from the stored events on an APScheduler interval.
 """
@@ -20,6 +22,8 @@ from detect.baseline import Baseline, Layer
 from detect.models.window import WindowModel
 from detect.process import ProcessTiming
 from detect.state import has_learned_state, has_state_in, load_json, save_json, state_dir
+from detect.tuning import FILE as TUNING_FILE
+from detect.tuning import RuleTuning
 from icsight.events import Event
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,7 @@ class Detection:
         rules: Any | None = None,
         dedup_s: float = DEDUP_S,
         save_to: Path | None = None,
+        tuning: RuleTuning | None = None,
     ) -> None:
         if mode not in ("learn", "protect"):
             raise ValueError(f"mode must be learn or protect, not {mode!r}")
@@ -74,6 +79,7 @@ class Detection:
             dedup_s,
             save_to,
         )
+        self.tuning = tuning if tuning is not None else RuleTuning()
         self.last_key: dict[str, float] = {}
         self.suppressed = 0
         self.raw: list[Event] | None = None  # set to a list to also collect alerts before de-duplication
@@ -83,7 +89,16 @@ class Detection:
             return None
         alerts: list[Event] = []
         if self.rules is not None:
-            alerts.extend(self.rules.process(ev))
+            hits = self.rules.process(ev)
+            if hits:
+                if self.mode == "learn":
+                    for a in hits:
+                        self.tuning.learn(a)
+                    alerts.extend(hits)
+                elif self.tuning.entries:
+                    alerts.extend(a for a in hits if not self.tuning.known(a))
+                else:
+                    alerts.extend(hits)
         if self.mode == "learn":
             for layer in self.layers:
                 layer.learn(ev)
@@ -117,7 +132,7 @@ class Detection:
             for layer in self.layers:
                 layer.finish_learning()
             if self.save_to is not None:
-                save_layers(self.save_to, self.layers)
+                save_layers(self.save_to, self.layers, self.tuning if self.rules is not None else None)
             return []
         alerts = []
         for layer in self.layers:
@@ -126,9 +141,11 @@ class Detection:
 
 
 # ---------------------------------------------------------------------- state on disk
-def save_layers(directory: Path, layers: Sequence[Layer]) -> None:
-    """Save every layer's learned state under `directory` (DATA_DIR/detect/<tenant>)."""
+def save_layers(directory: Path, layers: Sequence[Layer], tuning: RuleTuning | None = None) -> None:
+    """Save every layer's learned state (and the rule tuning) under `directory` (DATA_DIR/detect/<tenant>)."""
     directory.mkdir(parents=True, exist_ok=True)
+    if tuning is not None:
+        save_json(directory / TUNING_FILE, tuning.to_state())
     for layer in layers:
         if isinstance(layer, WindowModel):
             layer.save(directory / "models")
@@ -182,32 +199,60 @@ def build_observers(
     if mode is None:
         mode = "protect" if learned else "learn"
     rules = load_rule_engine() if "rules" in enabled else None
-    return [Detection(learned_layers, mode, rules, save_to=directory if mode == "learn" else None)]
+    tuning = load_tuning(directory)   # learning adds to what operators accepted before
+    return [Detection(learned_layers, mode, rules, save_to=directory if mode == "learn" else None,
+                      tuning=tuning)]
 
 
-def learn(settings: Any, events: Iterable[Event], layers: Iterable[str] = LAYERS) -> list[Layer]:
-    """Fit every learned layer on `events` (normal traffic) and save them for the site."""
-    directory = state_dir(settings.data_dir, settings.tenant)
-    ls, _ = make_layers(None, set(layers) - {"rules"})
+def load_tuning(directory: Path | None) -> RuleTuning:
+    """The site's rule tuning (empty when none was learned)."""
+    return RuleTuning(load_json(directory / TUNING_FILE) if directory is not None else None)
+
+
+def learn_events(
+    events: Iterable[Event], layers: Iterable[str] = LAYERS, ruleset: Any | None = None
+) -> tuple[list[Layer], RuleTuning | None]:
+    """Fit the learned layers on `events` (normal traffic); with "rules" in `layers`, also run the rules
+    (`ruleset`, default the rules on disk) and learn the rule tuning. Nothing is saved."""
+    enabled = set(layers)
+    ls, _ = make_layers(None, enabled - {"rules"})
+    rules = load_rule_engine(ruleset=ruleset) if "rules" in enabled else None
+    tuning = RuleTuning() if rules is not None else None
     for ev in events:
+        if rules is not None and ev.kind not in ("alert", "asset"):
+            for a in rules.process(ev):
+                tuning.learn(a)  # type: ignore[union-attr]
         for layer in ls:
             layer.learn(ev)
     for layer in ls:
         layer.finish_learning()
-    save_layers(directory, ls)
+    return ls, tuning
+
+
+def learn(settings: Any, events: Iterable[Event], layers: Iterable[str] = LAYERS) -> list[Layer]:
+    """Fit every learned layer (and the rule tuning) on `events` (normal traffic); save them for the site."""
+    directory = state_dir(settings.data_dir, settings.tenant)
+    ls, tuning = learn_events(events, layers)
+    save_layers(directory, ls, tuning)
     return ls
 
 
 # ---------------------------------------------------------------------- operator actions
 def accept(settings: Any, alert: Event) -> bool:
-    """Accept the deviation an alert names into the site's baseline (saved). False if already there.
+    """Accept what an alert names as normal for the site (saved): a baseline alert's entry into the
+    baseline, a rule alert's key into the rule tuning. False if it was already there.
 
-    :raise ValueError: the alert names no baseline entry (rule, process or model alert).
+    :raise ValueError: the alert is neither (process or model alert).
     """
+    directory = state_dir(settings.data_dir, settings.tenant)
+    if alert.fields.get("layer") == "rule":
+        tuning = load_tuning(directory)
+        changed = tuning.accept(alert)
+        save_json(directory / TUNING_FILE, tuning.to_state())
+        return changed
     entry = alert.fields.get("baseline_entry")
     if not entry:
         raise ValueError(f"alert {alert.id} ({alert.fields.get('rule_id')}) names no baseline entry")
-    directory = state_dir(settings.data_dir, settings.tenant)
     base = Baseline(load_json(directory / "baseline.json"))
     changed = base.accept(entry, alert.id, alert.ts)
     save_json(directory / "baseline.json", base.to_state())

@@ -1,9 +1,10 @@
 """Learned detection state per site (tenant), kept in the data directory so it survives restarts.
 
 Layout: `DATA_DIR/detect/<tenant>/` holds one JSON file per learned layer (`baseline.json`,
-`process.json`) and `models/<name>.joblib` + `models/<name>.json` (the model and its metadata: feature
-names, training window, library versions). JSON is written atomically (temp file + rename), so a crash
-while saving leaves the previous state intact.
+`process.json`), the rule tuning (`rule_tuning.json`, detect/tuning.py) and `models/<name>.joblib` +
+`models/<name>.json` (the model and its metadata: feature names, training window, library versions).
+JSON is written atomically (temp file + rename), so a crash while saving leaves the previous state
+intact.
 
 Also the alert constructor the learned layers share (`make_alert`): it uses `detect.alerts` (the rule
 layer's alert model) when that module provides `make_alert`, and builds the same shape itself otherwise.
