@@ -135,3 +135,50 @@ def range_replay(pcap: str, iface: str, speed: float, count: int, max_gap: float
         click.echo(f"icsight: cannot replay on {iface}: {e}", err=True)
         sys.exit(errors.E_INTERFACE)
     click.echo(f"{n} frames sent on {iface} in {time.perf_counter() - t:.1f}s", err=True)
+
+
+@range.command("eval")
+@click.argument("sites", nargs=-1)
+@click.option("--learn", "learn_s", callback=_duration, default="4h", show_default=True,
+              help="Length of the baseline day every layer learns.")
+@click.option("--score", "score_s", callback=_duration, default="1h", show_default=True,
+              help="Length of each scored day (clean days and the attack day).")
+@click.option("--clean-days", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Clean baseline days (other seeds) to score; any alert on them is a false alarm.")
+@click.option("--no-ablation", is_flag=True, help="Only the full detector (faster).")
+@click.option("--keep", type=click.Path(file_okay=False), default=None,
+              help="Write the generated datasets here and keep them (default: a temporary directory).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def range_eval(
+    sites: tuple[str, ...],
+    learn_s: float,
+    score_s: float,
+    clean_days: int,
+    no_ablation: bool,
+    keep: str | None,
+    as_json: bool,
+) -> None:
+    """Every injected attack detected, no alert on clean days: per SITE (default all), learn its baseline
+    day, score clean days and the attack day with the detection harness (`icsight eval`).
+
+    Exit status 1 when an attack is missed or a clean day raised an alert.
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from cyberrange.evaluate import evaluate_range, table
+    from cyberrange.evaluate import sites as known_sites
+
+    names = list(sites) or known_sites()
+    unknown = [s for s in names if s not in known_sites()]
+    if unknown:
+        raise click.BadParameter(f"unknown site(s) {', '.join(unknown)} (known: {', '.join(known_sites())})")
+    with tempfile.TemporaryDirectory(prefix="icsight-range-eval-") as tmp:
+        try:
+            rep = evaluate_range(names, Path(keep or tmp), learn_s, score_s, clean_days, not no_ablation)
+        except ValueError as e:
+            click.echo(f"icsight: {e}", err=True)
+            sys.exit(errors.E_CONFIG)
+    click.echo(json.dumps(rep, default=str, ensure_ascii=False) if as_json else table(rep))
+    sys.exit(0 if rep["met"] else 1)

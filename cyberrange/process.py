@@ -101,8 +101,13 @@ class WaterTank(ProcessModel):
         tg["level_cm"] = min(max(lvl, 0.0), 500.0)
         tg["alarm_high"] = 1.0 if tg["level_cm"] >= 460 else 0.0
         tg["pressure_kpa"] = 310.0 + _noise(r, 2.0) if out else 0.0
-        tg["chlorine_mgl"] = min(2.0, max(0.2, tg["chlorine_mgl"] + _noise(r, 0.005)))
-        tg["turbidity_ntu"] = min(5.0, max(0.1, tg["turbidity_ntu"] + _noise(r, 0.01)))
+        # residual chlorine and turbidity sit around their set levels (the dosing loop / the raw water),
+        # mean-reverting (time constant ~1 min): another day of the same plant stays in the same band
+        k = min(1.0, dt / 60.0)
+        tg["chlorine_mgl"] += (self.p.get("chlorine_sp_mgl", 0.8) - tg["chlorine_mgl"]) * k + _noise(r, 0.005)
+        tg["chlorine_mgl"] = min(2.0, max(0.2, tg["chlorine_mgl"]))
+        tg["turbidity_ntu"] += (self.p.get("turbidity_ntu", 1.2) - tg["turbidity_ntu"]) * k + _noise(r, 0.01)
+        tg["turbidity_ntu"] = min(5.0, max(0.1, tg["turbidity_ntu"]))
 
 
 class BodyShop(ProcessModel):
@@ -170,7 +175,9 @@ class Substation(ProcessModel):
         )
         for i in range(1, self.feeders + 1):
             self.tags.update({f"q{i}_closed": 1.0, f"i{i}_a": 100.0, f"p{i}_mw": 18.0})
-        self.base = [self.rng.uniform(14.0, 26.0) for _ in range(self.feeders + 1)]
+        # feeder base loads belong to the plant, not to the day: a fixed spread over 14-26 MW (golden-ratio
+        # steps), so the day's seed only drives the noise and every day is the same plant
+        self.base = [0.0, *(14.0 + 12.0 * ((i * 0.618034) % 1.0) for i in range(1, self.feeders + 1))]
 
     def step(self, dt: float) -> None:
         tg, r = self.tags, self.rng
