@@ -21,15 +21,21 @@ from icsight.settings import Settings
 DEMO_SCENARIO = "water_attack"
 DEMO_BASELINE = "water_baseline"   # the same plant's clean day: what the learned layers learn first
 DEMO_DURATION = 20 * 60.0      # plant seconds: the whole attack chain of the scenario is in its first 20 min
+DEMO_LEARN = 2 * 3600.0        # the clean day the learned layers (and the rule tuning) learn
 
 
-def _range_scene(path: Path, labels: Path, windows: Path, scenario: str = DEMO_SCENARIO) -> dict:
-    """A cyber-range day of the water-treatment plant, cut to DEMO_DURATION, with labels and windows."""
+def _range_scene(path: Path, labels: Path, windows: Path, scenario: str = DEMO_SCENARIO,
+                 duration: float = DEMO_DURATION, seed_step: int = 0) -> dict:
+    """A cyber-range day of the water-treatment plant, cut to `duration`, with labels and windows.
+
+    `seed_step` > 0 makes it another day of the same plant (other noise, jitter and operator timing).
+    """
+    from cyberrange.evaluate import SEED_STEP
     from cyberrange.generator import Range
     from cyberrange.scenario import load_scenario
 
-    sc = load_scenario(scenario, duration=DEMO_DURATION)
-    summary = Range(sc).run(path, labels, windows)
+    sc = load_scenario(scenario, duration=duration)
+    summary = Range(sc, sc.seed + seed_step * SEED_STEP).run(path, labels, windows)
     return {"frames": summary["frames"], "labels": labels, "windows": windows,
             "scenario": f"{sc.name} ({sc.site.name}, {sc.duration / 60:.0f} min)"}
 
@@ -64,7 +70,10 @@ def run_demo(data_dir: Path) -> int:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     cap = data_dir / "demo.pcap"
-    settings = Settings(data_dir=data_dir, sensor="demo-sensor", tenant="demo")
+    # the demo's site: a config file in the data directory, so `icsight alerts --data-dir DIR` (and every
+    # other command) works on the same tenant afterwards
+    (data_dir / "icsight.yml").write_text("sensor: demo-sensor\ntenant: demo\n", encoding="utf-8")
+    settings = Settings.load(data_dir)
     # 1. the plant's clean baseline day: the learned layers (allow-list, process values and timing,
     #    models) learn it, as `icsight detect learn` would
     from detect.runtime import learn
@@ -72,7 +81,7 @@ def run_demo(data_dir: Path) -> int:
 
     base_cap = data_dir / "baseline.pcap"
     base = _range_scene(base_cap, data_dir / "baseline.labels.csv", data_dir / "baseline.windows.csv",
-                        DEMO_BASELINE)
+                        DEMO_BASELINE, DEMO_LEARN, seed_step=1)
     learn(settings, events_from_capture(base_cap, settings))
     # 2. the attack day, through the sensor as `icsight sensor read` runs it (learned layers now on)
     info = _range_scene(cap, data_dir / "demo.labels.csv", data_dir / "demo.windows.csv")
@@ -111,11 +120,18 @@ def run_demo(data_dir: Path) -> int:
     by_attack = events_by_attack(events, read_labels(info["labels"]))
     windows = read_windows(info["windows"])
     echo("")
-    echo("攻击窗口 Attack windows (labels) and the sensor events inside them")
+    echo("攻击窗口 Attack windows (labels): the alerts within [start - 1 s, end + 2 s] (as `icsight eval` "
+         "counts them), then the window's own events")
+    from detect.eval import SLACK_AFTER, SLACK_BEFORE
+
+    all_alerts = [e for e in events if e.kind == "alert"]
+    detected = 0
     for w in windows:
         evs = [e for e in by_attack.get((w["attack"], w["technique"]), [])
-               if w["start"] - 0.001 <= _epoch(e.ts) <= w["end"] + 0.001]
+               if w["start"] - 0.001 <= _epoch(e.ts) <= w["end"] + 0.001 and e.kind != "alert"]
+        evs += [a for a in all_alerts if w["start"] - SLACK_BEFORE <= _epoch(a.ts) <= w["end"] + SLACK_AFTER]
         ops = Counter(_what(e, operation) for e in evs)
+        detected += any(k.startswith("ALERT") for k in ops)
         start = datetime.fromtimestamp(w["start"], UTC).strftime("%H:%M:%S")
         hosts = " ".join(w["hosts"][:3]) + (" ..." if len(w["hosts"]) > 3 else "")
         echo(f"  {start} +{w['end'] - w['start']:6.1f}s  {w['attack']:<18} {w['technique']:<6} {hosts}")
@@ -123,10 +139,13 @@ def run_demo(data_dir: Path) -> int:
         top = ", ".join([f"{k} x{ops[k]}" for k in alerts]
                         + [f"{k} x{v}" for k, v in ops.most_common() if not k.startswith("ALERT")][:4])
         echo("      " + (top or "no event of its own (copies of segments the sensor already parsed)"))
+    echo(f"检出 Detected: {detected}/{len(windows)} attack windows with an alert; "
+         f"{len(all_alerts)} alerts in all")
     echo("")
     echo(f"数据 Data: {data_dir}  (capture {cap.name}, labels {info['labels'].name}, "
          f"windows {info['windows'].name}, store {settings.db_path.name})")
-    echo(f"Look further:  icsight events --data-dir {data_dir} --kind modbus | head")
+    echo(f"Look further:  icsight alerts --data-dir {data_dir} | head")
+    echo(f"               icsight events --data-dir {data_dir} --kind modbus | head")
     echo(f"               icsight assets --data-dir {data_dir}")
     echo(f"               tshark -r {cap} -Y modbus | head")
     return 0
