@@ -83,7 +83,7 @@ def learn_cmd(
     enabled = set(layers.split(","))
     ls, _ = make_layers(None, enabled)
     # the rules run too: what they raise on normal traffic becomes the site's rule tuning
-    det = Detection(ls, "learn", load_rule_engine() if "rules" in enabled else None)
+    det = Detection(ls, "learn", load_rule_engine(lists=settings.lists) if "rules" in enabled else None)
     sinks = []
     st = None
     if store:
@@ -156,7 +156,7 @@ def run_cmd(
             err=True,
         )
         ls = []
-    rules = load_rule_engine() if "rules" in layers.split(",") else None
+    rules = load_rule_engine(lists=settings.lists) if "rules" in layers.split(",") else None
     det = Detection(ls, "protect", rules, tuning=load_tuning(directory))
     st = _store(settings)
     alerts: list[Event] = []

@@ -32,8 +32,9 @@ LAYERS = ("rules", "baseline", "process", "model")
 DEDUP_S = 60.0
 
 
-def load_ruleset(rules_dir: str | Path | None = None) -> Any | None:
+def load_ruleset(rules_dir: str | Path | None = None, lists: Any | None = None) -> Any | None:
     """The rules under `rules_dir` (default `rules/`), or None when the rule layer or any rule is missing.
+    `lists` (the site's, from settings) replace the rule lists of the same name.
 
     :raise detect.ruleset.InvalidRuleSet: a rule file is invalid.
     """
@@ -44,13 +45,16 @@ def load_ruleset(rules_dir: str | Path | None = None) -> Any | None:
     d = Path(rules_dir) if rules_dir else RULES_DIR
     if not d.exists():
         return None
-    rs = load_rules(d)
+    rs = load_rules(d, {k: [str(x) for x in v] for k, v in (lists or {}).items()})
     return rs if len(rs) else None
 
 
-def load_rule_engine(rules_dir: str | Path | None = None, ruleset: Any | None = None) -> Any | None:
-    """A fresh rule engine (its own windows and suppression state) over `ruleset` or the rules on disk."""
-    rs = ruleset if ruleset is not None else load_ruleset(rules_dir)
+def load_rule_engine(
+    rules_dir: str | Path | None = None, ruleset: Any | None = None, lists: Any | None = None
+) -> Any | None:
+    """A fresh rule engine (its own windows and suppression state) over `ruleset` or the rules on disk
+    (with the site's `lists`)."""
+    rs = ruleset if ruleset is not None else load_ruleset(rules_dir, lists)
     if rs is None:
         return None
     from detect.engine import RuleEngine
@@ -198,7 +202,7 @@ def build_observers(
         learned_layers, learned = make_layers(directory, enabled - {"rules", "model"})
     if mode is None:
         mode = "protect" if learned else "learn"
-    rules = load_rule_engine() if "rules" in enabled else None
+    rules = load_rule_engine(lists=settings.lists) if "rules" in enabled else None
     tuning = load_tuning(directory)   # learning adds to what operators accepted before
     return [Detection(learned_layers, mode, rules, save_to=directory if mode == "learn" else None,
                       tuning=tuning)]
@@ -232,7 +236,9 @@ def learn_events(
 def learn(settings: Any, events: Iterable[Event], layers: Iterable[str] = LAYERS) -> list[Layer]:
     """Fit every learned layer (and the rule tuning) on `events` (normal traffic); save them for the site."""
     directory = state_dir(settings.data_dir, settings.tenant)
-    ls, tuning = learn_events(events, layers)
+    layers = tuple(layers)
+    ruleset = load_ruleset(lists=settings.lists) if "rules" in layers else None
+    ls, tuning = learn_events(events, layers, ruleset)
     save_layers(directory, ls, tuning)
     return ls
 

@@ -40,6 +40,9 @@ class Settings:
     udp_idle_timeout: float = 60.0
     close_delay: float = 5.0            # Zeek's tcp_close_delay
     batch_size: int = 5000              # events per store transaction
+    # The site's rule lists ({name: [addresses or CIDRs]}), replacing the sample lists of rules/lists.yml
+    # of the same name (engineering_hosts, iec104_masters ...).
+    lists: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:
@@ -71,4 +74,9 @@ class Settings:
             values = loaded
         elif config:
             raise ConfigError(f"{path}: config file not found")
+        lists = values.get("lists", {})
+        if not isinstance(lists, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str | int) for x in v) for v in lists.values()
+        ):
+            raise ConfigError(f"{path}: lists: a mapping of list names to lists of addresses or networks")
         return cls(data_dir=ddir, **values)

@@ -20,6 +20,7 @@ from detect.runtime import Detection, accept, build_observers, learn_events, loa
 from detect.state import load_json, state_dir
 from detect.tuning import FILE, RuleTuning, tuning_key
 from icsight.cli import main
+from icsight.errors import ConfigError
 from icsight.events import Endpoint, Event, Origin
 from icsight.settings import Settings
 from sensors.run import events_from_capture
@@ -130,3 +131,18 @@ def test_cli_learn_saves_tuning_sensor_drops_it_and_accept_adds_a_key(tmp_path):
     res = r.invoke(main, ["detect", "accept", other["id"], "--data-dir", str(tmp_path)])
     assert res.exit_code == 0 and "already in the rule tuning" in res.output
     assert accept(Settings(data_dir=tmp_path), _alert("r-new", "low", HMI, PLC)) is True
+
+
+def test_site_lists_from_settings_replace_the_sample_lists(tmp_path):
+    """icsight.yml `lists:` names the site's engineering hosts: the HMI's writes are allowed by the rule."""
+    cap, _ = _day("water_attack", 12, 2)
+    (tmp_path / "icsight.yml").write_text(f"lists:\n  engineering_hosts: [{HMI}, 10.9.9.0/24]\n")
+    settings = Settings.load(tmp_path)
+    assert settings.lists == {"engineering_hosts": [HMI, "10.9.9.0/24"]}
+    (det,) = build_observers(settings, layers=("rules",), mode="protect")
+    alerts = [a for ev in events_from_capture(cap) for a in det(ev) or ()]
+    writes = {a.src.ip for a in alerts if a.fields["rule_id"] == WRITE_RULE}
+    assert writes == {INTRUDER}
+    (tmp_path / "icsight.yml").write_text("lists: {engineering_hosts: 10.0.0.1}\n")
+    with pytest.raises(ConfigError, match=r"icsight\.yml: lists"):
+        Settings.load(tmp_path)
