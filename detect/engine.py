@@ -9,14 +9,17 @@ expands a list, and a list-valued leaf is matched element by element (any-match)
 closed registry (`OPERATORS`): adding one = one `Operator` subclass + one entry + matcher fixtures.
 
 `evaluate` is pure and returns a `Result` that is truthy when the condition holds and keeps its children,
-so an alert can say WHY it fired. The hot path (`Node.test`) returns a bare bool; `evaluate` runs only
-when a rule fired. `RuleEngine` adds the stateful part (counts within windows, ordered sequences) with
-bounded state, and turns matches into alert events (detect/alerts.py).
+so an alert can say WHY it fired. The hot path returns a bare bool: `Node.test`, and in the engine one
+generated function per rule (`compile_test`); `evaluate` runs only when a rule fired. `RuleEngine`
+adds the stateful part (counts within windows, ordered sequences) with bounded state, and turns
+matches into alert events (detect/alerts.py). It runs on every event, so it only tests the rules an
+event can match: per kind, then per the value of a field each rule requires (`preconditions`, `_Plan`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import operator
 import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +40,8 @@ ENVELOPE = {
 
 MAX_KEYS = 10_000        # group keys kept per windowed rule; the least recently seen is dropped beyond
 MAX_EVIDENCE = 1_000     # events kept as evidence of one window / sequence
+_SEQ = (list, tuple)     # isinstance with a tuple constant: `list | tuple` builds a union on every call
+_SCALAR = (str, int, float, bool)
 
 
 class ConditionError(ValueError):
@@ -90,7 +95,7 @@ def resolve(event: Any, segs: tuple[tuple[str, bool], ...]) -> list[Any]:
                 c = getattr(v, name, None)
             if c is None:
                 continue
-            if expand and isinstance(c, list | tuple):
+            if expand and isinstance(c, _SEQ):
                 nxt.extend(x for x in c if x is not None)
             else:
                 nxt.append(c)
@@ -99,7 +104,7 @@ def resolve(event: Any, segs: tuple[tuple[str, bool], ...]) -> list[Any]:
         cur = nxt
     out = []
     for v in cur:           # a list-valued leaf is matched element by element
-        if isinstance(v, list | tuple):
+        if isinstance(v, _SEQ):
             out.extend(x for x in v if x is not None)
         else:
             out.append(v)
@@ -116,7 +121,7 @@ def key_of(event: Any, paths: Sequence[tuple[tuple[str, bool], ...]]) -> tuple:
             continue
         v = resolve(event, segs)
         x = v[0] if v else None
-        out.append(x if isinstance(x, str | int | float | bool) or x is None else repr(x))
+        out.append(x if isinstance(x, _SCALAR) or x is None else repr(x))
     return tuple(out)
 
 
@@ -252,6 +257,34 @@ def _in_networks(value: Any, nets: tuple) -> bool:
     return ip is not None and any(ip.version == n.version and ip in n for n in nets)
 
 
+class _Networks:
+    """Compiled networks of a `cidr` / `in_list` argument; the answer is memoised per address string
+    (bounded), since `ipaddress` containment costs microseconds and a network shows few addresses."""
+
+    __slots__ = ("memo", "nets")
+
+    def __init__(self, nets: tuple) -> None:
+        self.nets = nets
+        self.memo: dict[str, bool] = {}
+
+    def __contains__(self, value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        got = self.memo.get(value)
+        if got is None:
+            got = _in_networks(value, self.nets)
+            if len(self.memo) >= 65536:
+                self.memo.clear()
+            self.memo[value] = got
+        return got
+
+    def __bool__(self) -> bool:
+        return bool(self.nets)
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self.nets))
+
+
 class Cidr(Operator):
     name, en, zh = "cidr", "in network", "属于网段"
 
@@ -259,13 +292,13 @@ class Cidr(Operator):
         items = arg if isinstance(arg, list) else [arg]
         if not items:
             raise ValueError("cidr takes a network or a list of networks")
-        return _networks(items)
+        return _Networks(_networks(items))
 
     def test(self, value, arg):
-        return _in_networks(value, arg)
+        return value in arg
 
     def show(self, arg):
-        return ", ".join(map(str, arg))
+        return str(arg)
 
 
 class InList(Operator):
@@ -280,12 +313,12 @@ class InList(Operator):
             raise ValueError(f"unknown list {arg!r} (known: {', '.join(sorted(lists)) or 'none'})")
         entries = lists[arg]
         exact = frozenset(str(x) for x in entries if "/" not in str(x))
-        nets = _networks(x for x in entries if "/" in str(x))
+        nets = _Networks(_networks(x for x in entries if "/" in str(x)))
         return (arg, exact, nets)
 
     def test(self, value, arg):
         _, exact, nets = arg
-        return str(value) in exact or (bool(nets) and _in_networks(value, nets))
+        return str(value) in exact or (bool(nets) and value in nets)
 
     def show(self, arg):
         return arg[0]
@@ -383,7 +416,7 @@ class Leaf(Node):
         v = self.get(event)
         if v is None:
             return []
-        if isinstance(v, list | tuple):
+        if isinstance(v, _SEQ):
             return [x for x in v if x is not None]
         return [v]
 
@@ -392,7 +425,7 @@ class Leaf(Node):
             v = self.get(event)
             if v is None:
                 return self.exists and not self.arg
-            if not isinstance(v, list | tuple):
+            if not isinstance(v, _SEQ):
                 return self.arg if self.exists else self.t(v, self.arg)
         values = self.values(event)
         if self.exists:
@@ -585,6 +618,101 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
+# ---------------------------------------------------------------- compiled tests (the engine's hot path)
+
+# `Node.test` walks the tree: a call per node, an accessor call and an operator call per leaf. The
+# engine instead runs one generated function per rule condition, with every leaf inlined: the value
+# read straight off the Event, the common operators as expressions on it. A value the inlined form
+# does not decide (a list, matched element by element; an unhashable one for `in`) and any object that
+# is not exactly an `Event` go back to `Node.test`, so the result is always that of `Node.test`.
+
+
+def _plain(v: Any) -> bool:
+    return v is None or type(v) in (str, int, float, bool)
+
+
+def _get_code(segs: tuple[tuple[str, bool], ...], ns: dict[str, Any], i: int) -> str:
+    """The expression of `_fast_getter(segs)` on an Event `e` (the path has a direct accessor)."""
+    if len(segs) == 1:
+        return f"e.{segs[0][0]}"                        # an envelope field name (parse_path checked it)
+    if segs[0][0] == "fields":
+        ns[f"n{i}"] = segs[1][0]
+        return f"e.fields.get(n{i})"
+    return f"e.{segs[0][0]}.{segs[1][0]}"               # src.ip, dst.port, origin.frames ...
+
+
+def _leaf_code(leaf: Leaf, ns: dict[str, Any], i: int) -> tuple[str, str, str | None]:
+    """(value expression, test expression on a scalar `v`, test for `v` None) of an inlinable leaf."""
+    get = _get_code(leaf.segs, ns, i)
+    op, arg = leaf.op.name, leaf.arg
+    ns[f"a{i}"], ns[f"t{i}"] = arg, leaf.t
+    missing = "True" if leaf.exists and not arg else "False"
+    if op == "exists":
+        return get, "True" if arg else "False", missing
+    if op == "equals" and _plain(arg):
+        if isinstance(arg, bool):
+            return get, f"v is a{i}", missing
+        if isinstance(arg, str):
+            return get, f"v == a{i}", missing
+        return get, f"(v == a{i} and type(v) is not bool)", missing
+    if op == "in" and all(_plain(a) for a in arg) and not any(isinstance(a, float) and a != a for a in arg):
+        nb = frozenset(a for a in arg if not isinstance(a, bool))
+        ns[f"s{i}"], ns[f"b{i}"] = nb, frozenset(a for a in arg if isinstance(a, bool))
+        if not ns[f"b{i}"] and all(isinstance(a, str) for a in nb):    # a bool never equals a string
+            return get, f"v in s{i}", missing           # unhashable v: TypeError -> Node.test
+        return get, f"(v in b{i} if type(v) is bool else v in s{i})", missing
+    if op == "startswith":
+        return get, f"(isinstance(v, str) and v.startswith(a{i}))", missing
+    return get, f"t{i}(v, a{i})", missing
+
+
+def _block(node: Node, ns: dict[str, Any], i: int, fail: str, negate: bool) -> list[str]:
+    """Statements that `return fail` when `node` (negated when `negate`) is not met, else fall through."""
+    if isinstance(node, Not):
+        return _block(node.item, ns, i, fail, not negate)
+    if isinstance(node, Leaf) and node.get is not None:
+        get, expr, missing = _leaf_code(node, ns, i)
+        ns[f"l{i}"] = node.test
+        bad_missing = (missing == "True") == negate       # the leaf's outcome on a missing value fails
+        sign = "" if negate else "not "
+        return [
+            f"v = {get}",
+            "if v is None:",
+            f"    {'return ' + fail if bad_missing else 'pass'}",
+            "elif isinstance(v, SEQ):",
+            f"    if {sign}l{i}(e):",
+            f"        return {fail}",
+            f"elif {sign}{expr}:",
+            f"    return {fail}",
+        ]
+    ns[f"l{i}"] = compile_test(node) if isinstance(node, All | Any_) else node.test
+    return [f"if {'' if negate else 'not '}l{i}(e):", f"    return {fail}"]
+
+
+def compile_test(node: Node) -> Any:
+    """`event -> bool`, the same as `node.test` but generated as one function (see above)."""
+    ns: dict[str, Any] = {"Event": Event, "SEQ": _SEQ, "slow": node.test}
+    if isinstance(node, All):
+        body = [ln for i, n in enumerate(node.items) for ln in _block(n, ns, i, "False", False)]
+        body.append("return True")
+    elif isinstance(node, Any_):        # any: "not met" of each item falls through to the next
+        body = [ln for i, n in enumerate(node.items) for ln in _block(n, ns, i, "True", True)]
+        body.append("return False")
+    else:
+        body = [*_block(node, ns, 0, "False", False), "return True"]
+    src = "\n".join([
+        "def test(e):",
+        "    if type(e) is not Event:",
+        "        return slow(e)",
+        "    try:",
+        *(f"        {ln}" for ln in body),
+        "    except TypeError:",       # an unhashable value in a set look-up: the tree decides
+        "        return slow(e)",
+    ])
+    exec(compile(src, f"<rule test {id(node):x}>", "exec"), ns)    # the source is built above, no input
+    return ns["test"]
+
+
 # ---------------------------------------------------------------- streaming engine
 
 
@@ -632,8 +760,232 @@ class _Window:
                 del self.distinct[v]
 
     def expire(self, cutoff: float) -> None:
-        while self.items and self.items[0][0] < cutoff:
-            self._pop()
+        items, distinct = self.items, self.distinct
+        while items and items[0][0] < cutoff:       # _pop, inlined
+            v = items.popleft()[2]
+            if v is not None:
+                n = distinct[v] - 1
+                if n:
+                    distinct[v] = n
+                else:
+                    del distinct[v]
+
+
+# ---------------------------------------------------------------- rule index (pre-conditions)
+
+# A rule only needs testing on an event that can match it. Beyond the kind, the engine indexes each rule
+# by one NECESSARY pre-condition "field F holds one of the values S", read off a top-level `all:` leaf
+# `{field: F, equals|in: ...}` (or the match itself when it is such a leaf, or a field every branch of
+# an `any:` constrains). `not` never yields one. Per kind, an event looks up the value of each indexed
+# field in a dict and tests only the rules it names plus the rules without a pre-condition, in their
+# original order: same alerts, same state, far fewer tests.
+
+
+def _index_values(values: Iterable[Any]) -> frozenset | None:
+    """The values of an equals / in leaf as index keys `(is_bool, value)`, or None when one is not a
+    plain scalar. The flag keeps `true` apart from 1 (equal in a set, not to the matcher). None and
+    NaN are left out: they equal nothing (a missing field fails the leaf; NaN != NaN).
+    """
+    out = []
+    for v in values:
+        if type(v) not in (str, int, float, bool, type(None)):
+            return None
+        if v is not None and v == v:
+            out.append((type(v) is bool, v))
+    return frozenset(out)
+
+
+def preconditions(node: Node | None) -> dict[str, frozenset]:
+    """Necessary pre-conditions of a condition: {path: values}, one of which the field must hold
+    (values as `_index_values` gives them).
+
+    Only `equals` / `in` leaves on paths with a direct accessor (no `[]`, at most two segments) other
+    than `kind` qualify, and only with plain scalar values (str, int, float, bool).
+    """
+    if isinstance(node, Leaf):
+        if node.path == "kind" or node.get is None or node.op.name not in ("equals", "in"):
+            return {}
+        vals = _index_values([node.arg] if node.op.name == "equals" else node.arg)
+        return {} if vals is None else {node.path: vals}
+    if isinstance(node, All):
+        out: dict[str, frozenset] = {}
+        for n in node.items:
+            for p, vals in preconditions(n).items():
+                out[p] = out[p] & vals if p in out else vals
+        return out
+    if isinstance(node, Any_):
+        each = [preconditions(n) for n in node.items]
+        common = set(each[0]).intersection(*each[1:])
+        return {p: frozenset().union(*(e[p] for e in each)) for p in sorted(common)}
+    return {}
+
+
+def _strip_kind(node: Node | None, kinds: frozenset[str] | None) -> Node | None:
+    """The condition minus its top-level `kind` leaves that the per-kind dispatch already guarantees.
+
+    A rule is only run on events whose kind is in `kinds`, the intersection of those leaves; a leaf
+    is dropped only when all its values are strings (`kind equals true` keeps its strict typing).
+    None = nothing left to test.
+    """
+    if node is None or kinds is None:
+        return node
+
+    def guaranteed(n: Node) -> bool:
+        if not (isinstance(n, Leaf) and n.path == "kind" and n.op.name in ("equals", "in")):
+            return False
+        vals = [n.arg] if n.op.name == "equals" else n.arg
+        return all(isinstance(v, str) for v in vals)
+
+    if guaranteed(node):
+        return None
+    if isinstance(node, All):
+        rest = [n for n in node.items if not guaranteed(n)]
+        if not rest:
+            return None
+        return rest[0] if len(rest) == 1 else All(rest)
+    return node
+
+
+_PLAIN = frozenset({str, int, float, bool})
+
+
+def _distinct_value(segs: tuple[tuple[str, bool], ...]) -> Any:
+    """`event -> the value a distinct count counts`: the first value of `resolve(event, segs)`, kept
+    when a scalar, else its repr; None when there is none. Reads an Event's field directly."""
+
+    def slow(e: Any) -> Any:
+        v = resolve(e, segs)
+        if not v:
+            return None
+        return v[0] if isinstance(v[0], _SCALAR) else repr(v[0])
+
+    if any(expand for _, expand in segs) or len(segs) != 2 or segs[0][0] != "fields":
+        return slow
+    name = segs[1][0]
+
+    def get(e: Any) -> Any:
+        if type(e) is not Event or type(e.fields) is not dict:
+            return slow(e)
+        v = e.fields.get(name)
+        if type(v) in _PLAIN or v is None:
+            return v
+        return slow(e)        # a list (its first element), a subclass, another type (repr)
+    return get
+
+
+def _endpoint_getter(paths: Sequence[tuple[tuple[str, bool], ...]]) -> Any:
+    """`attrgetter("src.ip", ...)` when every path is an endpoint field (`key_of` reads those raw from
+    an Event), else None."""
+    if paths and all(len(s) == 2 and s[0][0] in ("src", "dst") and not s[1][1] for s in paths):
+        return operator.attrgetter(*(f"{s[0][0]}.{s[1][0]}" for s in paths))
+    return None
+
+
+def _key_fn(paths: Sequence[tuple[tuple[str, bool], ...]]) -> Any:
+    """A compiled `key_of(event, paths)`: the same tuple, without re-reading the paths per event."""
+    if not paths:
+        return lambda e: ()
+    get = _endpoint_getter(paths)
+    if get is not None:
+        if len(paths) == 1:
+            def one(e: Any) -> tuple:
+                return (get(e),) if type(e) is Event else key_of(e, paths)
+            return one
+        return lambda e: get(e) if type(e) is Event else key_of(e, paths)
+    return lambda e: key_of(e, paths)
+
+
+class _Plan:
+    """The rules one event kind can trigger, indexed by their pre-conditions.
+
+    `always`: entries (order, rule, step) without an indexed pre-condition; `fields`: per indexed
+    field, its path, value -> entries (bool values apart: `true` must not find the rules of 1) and
+    every entry of the field. `select(event)` (generated, an `Event` only) returns the step functions
+    to run, in rule order; `every` those of all rules (for other objects).
+    """
+
+    __slots__ = ("always", "every", "fields", "memo", "select")
+
+    def __init__(self, rules: list[tuple[Rule, Any]], pre: list[dict[str, frozenset]]) -> None:
+        entries = [(n, rule, step) for n, (rule, step) in enumerate(rules)]
+        self.every = [step for _, _, step in entries]
+        self.always = [e for e in entries if not pre[e[0]]]
+        self.fields: list[tuple[str, dict, dict, list]] = []
+        self.memo: dict[tuple[int, ...], list[Any]] = {}
+        todo = [e for e in entries if pre[e[0]]]
+        while todo:       # greedy: index first by the field that the most remaining rules constrain
+            counts: dict[str, int] = {}
+            for e in todo:
+                for p in pre[e[0]]:
+                    counts[p] = counts.get(p, 0) + 1
+            path = min(counts, key=lambda p: (-counts[p], p))
+            eq: dict[Any, list] = {}
+            bools: dict[bool, list] = {}
+            every = [e for e in todo if path in pre[e[0]]]
+            for e in every:
+                for is_bool, v in pre[e[0]][path]:
+                    (bools if is_bool else eq).setdefault(v, []).append(e)
+            self.fields.append((path, eq, bools, every))
+            todo = [e for e in todo if path not in pre[e[0]]]
+        self.select = self._compile()
+
+    def _compile(self) -> Any:
+        always = [step for _, _, step in self.always]
+        if not self.fields:
+            return lambda e: always
+        ns: dict[str, Any] = {"SEQ": _SEQ, "PLAIN": frozenset({str, int, float}), "always": always,
+                              "merge": self._merge, "elements": self._elements}
+        lines = ["def select(e):"]
+        for i, (path, eq, bools, every) in enumerate(self.fields):
+            ns[f"q{i}"], ns[f"b{i}"], ns[f"a{i}"] = eq, bools, every
+            lines += [
+                f"    v = {_get_code(parse_path(path), ns, i)}",
+                "    if type(v) in PLAIN:",
+                f"        h{i} = q{i}.get(v)",
+                "    elif v is None:",            # a missing field fails equals / in
+                f"        h{i} = None",
+                "    elif v is True or v is False:",
+                f"        h{i} = b{i}.get(v)",
+                "    elif isinstance(v, SEQ):",   # matched element by element: the rules of any element
+                f"        h{i} = elements(v, {i})",
+                "    else:",                      # another type: the rules decide
+                f"        h{i} = a{i}",
+            ]
+        hits = [f"h{i}" for i in range(len(self.fields))]
+        lines += [f"    if {' is None and '.join(hits)} is None:", "        return always",
+                  f"    return merge(({', '.join(hits)},))"]
+        exec(compile("\n".join(lines), "<rule index>", "exec"), ns)    # the source is built above, no input
+        return ns["select"]
+
+    def _elements(self, values: Sequence[Any], i: int) -> list[tuple[int, Rule, Any]] | None:
+        """The entries of field `i` that one of `values` (a list value) may match, None for none."""
+        _, eq, bools, every = self.fields[i]
+        got = None
+        for v in values:
+            if type(v) in (str, int, float):
+                h = eq.get(v)
+            elif v is None:
+                continue
+            elif v is True or v is False:
+                h = bools.get(v)
+            else:
+                return every
+            if h is not None:
+                if got is not None and h is not got:
+                    return every    # values of several rules: their union is left to the rules
+                got = h
+        return got
+
+    def _merge(self, hits: tuple) -> list[Any]:
+        """The steps of `always` and of the hit entries, in rule order (memoised per combination)."""
+        key = tuple(map(id, hits))
+        got = self.memo.get(key)
+        if got is None:
+            hit = [e for h in hits if h is not None for e in h]
+            got = [step for _, _, step in sorted([*self.always, *hit], key=lambda e: e[0])]
+            if len(self.memo) < 4096:
+                self.memo[key] = got
+        return got
 
 
 class RuleEngine:
@@ -643,6 +995,9 @@ class RuleEngine:
     per rule are kept (least recently used dropped), at most MAX_EVIDENCE events per window. The same
     rule + group key does not alert again within the rule's suppression window (event time); those
     matches are counted in `suppressed`.
+
+    Cost: each rule is compiled to a step function, and an event runs only the rules of its kind whose
+    pre-condition it meets (`_Plan`); `kind` leaves the dispatch guarantees are not re-tested.
     """
 
     def __init__(self, rules: Iterable[Rule]) -> None:
@@ -651,20 +1006,45 @@ class RuleEngine:
         self.rules = list(rules)
         self.by_kind: dict[str, list[Rule]] = {}
         self.any_kind: list[Rule] = []
-        for r in self.rules:
-            ks = r.kinds()
+        at_kind: dict[str, list[int]] = {}       # the same, as positions in self.rules
+        at_any: list[int] = []
+        kinds = [r.kinds() for r in self.rules]
+        for i, (r, ks) in enumerate(zip(self.rules, kinds, strict=True)):
             if ks is None:
                 self.any_kind.append(r)
+                at_any.append(i)
             else:
                 for k in ks:
                     self.by_kind.setdefault(k, []).append(r)
+                    at_kind.setdefault(k, []).append(i)
         self.windows: dict[str, OrderedDict[tuple, Any]] = {r.id: OrderedDict() for r in self.rules}
         self.last_alert: dict[tuple[str, tuple], float] = {}
         self.suppressed = 0
         self.matches = 0
         self.builder = AlertBuilder()
+        # the index: per kind, the rules of `_candidates(kind)` in that order, with their step functions
+        steps = [self._compile(r, ks) for r, ks in zip(self.rules, kinds, strict=True)]
+        pre = [self._preconditions(r) for r in self.rules]
+
+        def plan(at: list[int]) -> _Plan:
+            return _Plan([(self.rules[i], steps[i]) for i in at], [pre[i] for i in at])
+
+        self.plans = {k: plan(at + at_any) for k, at in at_kind.items()}
+        self.other = plan(at_any)
+
+    @staticmethod
+    def _preconditions(rule: Rule) -> dict[str, frozenset]:
+        """What any event that changes the rule's state must meet (match, else every sequence step)."""
+        pre = preconditions(rule.match)
+        if rule.sequence is not None:
+            steps = [preconditions(s) for s in rule.sequence.steps]
+            for p in set(steps[0]).intersection(*steps[1:]):
+                vals = frozenset().union(*(s[p] for s in steps))
+                pre[p] = pre[p] & vals if p in pre else vals
+        return pre
 
     def _candidates(self, kind: str) -> list[Rule]:
+        """Every rule an event of `kind` may trigger (before the pre-condition index)."""
         got = self.by_kind.get(kind)
         if not self.any_kind:
             return got or []
@@ -672,24 +1052,32 @@ class RuleEngine:
 
     def process(self, event: Event) -> list[Event]:
         """Feed one event; returns the alert events it triggers (usually none)."""
-        if event.kind == "alert":
+        kind = event.kind
+        if kind == "alert":
             return []
-        out = []
-        for rule in self._candidates(event.kind):
-            m = self._step(rule, event)
-            if m is None:
-                continue
-            self.matches += 1
-            sk = (rule.id, tuple(m.group.values()))
-            last = self.last_alert.get(sk)
-            if last is not None and rule.suppress > 0 and event.ts - last < rule.suppress:
-                self.suppressed += 1
-                continue
-            self.last_alert[sk] = event.ts
-            if len(self.last_alert) > MAX_KEYS * 4:
-                self._prune_alerts(event.ts)
-            out.append(self.builder.build(m.explained()))
+        plan = self.plans.get(kind, self.other)
+        # the accessors of the index assume an Event: another object runs every rule of its kind
+        steps = plan.select(event) if type(event) is Event else plan.every
+        out: list[Event] = []
+        for step in steps:
+            m = step(event)
+            if m is not None:
+                self._emit(m, event, out)
         return out
+
+    def _emit(self, m: Match, event: Event, out: list[Event]) -> None:
+        """Count a match; append its alert to `out` unless the same rule + group alerted recently."""
+        rule = m.rule
+        self.matches += 1
+        sk = (rule.id, tuple(m.group.values()))
+        last = self.last_alert.get(sk)
+        if last is not None and rule.suppress > 0 and event.ts - last < rule.suppress:
+            self.suppressed += 1
+            return
+        self.last_alert[sk] = event.ts
+        if len(self.last_alert) > MAX_KEYS * 4:
+            self._prune_alerts(event.ts)
+        out.append(self.builder.build(m.explained()))
 
     def run(self, events: Iterable[Event]) -> list[Event]:
         """All alerts for a stream of events."""
@@ -714,6 +1102,7 @@ class RuleEngine:
         return st
 
     def _step(self, rule: Rule, event: Event) -> Match | None:
+        """One rule on one event (the uncompiled reference of `_compile`'s step functions)."""
         if rule.sequence is not None:
             return self._step_sequence(rule, event)
         if rule.match is not None and not rule.match.test(event):
@@ -721,8 +1110,83 @@ class RuleEngine:
         if rule.count is None:
             group = dict(zip(rule.group_by, key_of(event, rule.group_segs), strict=True))
             return Match(rule, event, [event], group, 1, None, lambda: explain(rule.match.evaluate(event)))
+        return self._step_count(rule, event, key_of(event, rule.count.by_segs))
+
+    def _compile(self, rule: Rule, kinds: frozenset[str] | None) -> Any:
+        """The step function `event -> Match | None` of one rule (same result as `_step`)."""
+        if rule.sequence is not None:
+            return lambda event: self._step_sequence(rule, event)
+        test = _strip_kind(rule.match, kinds)
+        t = compile_test(test) if test is not None else None
+        if rule.count is None:
+            keyf = _key_fn(rule.group_segs)
+            names = rule.group_by
+
+            def single(event: Event) -> Match | None:
+                if t is not None and not t(event):
+                    return None
+                return Match(rule, event, [event], dict(zip(names, keyf(event), strict=True)), 1, None,
+                             lambda: explain(rule.match.evaluate(event)))
+            return single
         c = rule.count
-        key = key_of(event, c.by_segs)
+        keyc = _key_fn(c.by_segs)
+        states = self.windows[rule.id]
+        within, gte, by = c.within, c.gte, c.by
+        first = _distinct_value(c.distinct_segs) if c.distinct_segs is not None else None
+        window = _Window
+        # the common cases read straight off an Event: a key of >= 2 endpoint fields, a distinct fields.X
+        kget = _endpoint_getter(c.by_segs) if len(c.by_segs) >= 2 else None
+        ds = c.distinct_segs
+        direct = ds is not None and len(ds) == 2 and ds[0][0] == "fields" and not ds[1][1]
+        fname = ds[1][0] if direct else None
+
+        def counted(event: Event) -> Match | None:
+            if t is not None and not t(event):
+                return None
+            fast = type(event) is Event
+            key = kget(event) if fast and kget is not None else keyc(event)
+            win = states.get(key)                   # the window, as RuleEngine._state (LRU order)
+            if win is None:
+                win = states[key] = window()
+                if len(states) > MAX_KEYS:
+                    states.popitem(last=False)
+            else:
+                states.move_to_end(key)
+            items = win.items
+            ts = event.ts
+            cutoff = ts - within
+            if items and items[0][0] < cutoff:
+                win.expire(cutoff)
+            if first is None:
+                items.append((ts, event, None))
+                if len(items) > MAX_EVIDENCE:
+                    win._pop()
+                n = len(items)
+            else:
+                distinct = win.distinct
+                if fname is not None and fast and type(event.fields) is dict:
+                    value = event.fields.get(fname)
+                    if value is not None and type(value) not in _PLAIN:
+                        value = first(event)    # a list, another type
+                else:
+                    value = first(event)
+                if value is None:
+                    return None
+                items.append((ts, event, value))
+                distinct[value] = distinct.get(value, 0) + 1
+                if len(items) > MAX_EVIDENCE:
+                    win._pop()
+                n = len(distinct)
+            if n < gte:
+                return None
+            evidence = [e for _, e, _ in items]
+            group = dict(zip(by, key, strict=True))
+            states.pop(key, None)                   # start a fresh window after firing
+            return Match(rule, event, evidence, group, n, None, lambda: _count_reason(rule, event, n, group))
+        return counted
+
+    def _step_count(self, rule: Rule, event: Event, key: tuple) -> Match | None:
+        c = rule.count
         win = self._state(rule, key, _Window)
         win.expire(event.ts - c.within)
         value = None
@@ -730,7 +1194,7 @@ class RuleEngine:
             vals = resolve(event, c.distinct_segs)
             if not vals:
                 return None
-            value = vals[0] if isinstance(vals[0], str | int | float | bool) else repr(vals[0])
+            value = vals[0] if isinstance(vals[0], _SCALAR) else repr(vals[0])
         win.add(event.ts, event, value)
         n = len(win.distinct) if c.distinct_segs is not None else len(win.items)
         if n < c.gte:

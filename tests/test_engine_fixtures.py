@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from detect.engine import RuleEngine, compile_condition, evaluate
+from detect.engine import RuleEngine, compile_condition, compile_test, evaluate
 from detect.ruleset import RuleModel, compile_rule
 from icsight.events import Endpoint, Event, Origin
 
@@ -48,9 +48,22 @@ def test_matcher_fixture(case: dict[str, Any]) -> None:
         got = [i for i, e in enumerate(events) if evaluate(node, e)]
         fast = [i for i, e in enumerate(events) if node.test(e)]
         assert fast == got, "Node.test and evaluate disagree"
+        compiled = compile_test(node)
+        assert [i for i, e in enumerate(events) if compiled(e)] == got, "compile_test and evaluate disagree"
     else:
         model = RuleModel.model_validate({**BASE_RULE, **case["rule"]})
         rule = compile_rule(model, "fixture.yml", None, lists)
         eng = RuleEngine([rule])
         got = [i for i, e in enumerate(events) if eng.process(e)]
+        ref = RuleEngine([rule])     # the reference: no index, the uncompiled step of each rule
+        want = []
+        for i, e in enumerate(events):
+            out: list[Event] = []
+            for r in ref._candidates(e.kind) if e.kind != "alert" else []:
+                m = ref._step(r, e)
+                if m is not None:
+                    ref._emit(m, e, out)
+            if out:
+                want.append(i)
+        assert want == got, "indexed and reference engines disagree"
     assert got == case["expect"]
