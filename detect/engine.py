@@ -1021,6 +1021,10 @@ class RuleEngine:
         self.last_alert: dict[tuple[str, tuple], float] = {}
         self.suppressed = 0
         self.matches = 0
+        # `muted(rule, group) -> bool`: matches the site treats as normal (detect.tuning), dropped after
+        # the suppression bookkeeping and before the alert is explained and built; counted in `muted_n`
+        self.muted: Any = None
+        self.muted_n = 0
         self.builder = AlertBuilder()
         # the index: per kind, the rules of `_candidates(kind)` in that order, with their step functions
         steps = [self._compile(r, ks) for r, ks in zip(self.rules, kinds, strict=True)]
@@ -1077,6 +1081,9 @@ class RuleEngine:
         self.last_alert[sk] = event.ts
         if len(self.last_alert) > MAX_KEYS * 4:
             self._prune_alerts(event.ts)
+        if self.muted is not None and self.muted(rule, m.group):
+            self.muted_n += 1
+            return
         out.append(self.builder.build(m.explained()))
 
     def run(self, events: Iterable[Event]) -> list[Event]:

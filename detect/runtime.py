@@ -84,6 +84,8 @@ class Detection:
             save_to,
         )
         self.tuning = tuning if tuning is not None else RuleTuning()
+        if mode == "protect" and rules is not None and self.tuning.entries:
+            rules.muted = self.tuning.mutes      # dropped inside the engine, before explaining
         self.last_key: dict[str, float] = {}
         self.suppressed = 0
         self.raw: list[Event] | None = None  # set to a list to also collect alerts before de-duplication
@@ -93,16 +95,12 @@ class Detection:
             return None
         alerts: list[Event] = []
         if self.rules is not None:
-            hits = self.rules.process(ev)
+            hits = self.rules.process(ev)      # protect mode: the engine drops tuned keys (`muted`)
             if hits:
                 if self.mode == "learn":
                     for a in hits:
                         self.tuning.learn(a)
-                    alerts.extend(hits)
-                elif self.tuning.entries:
-                    alerts.extend(a for a in hits if not self.tuning.known(a))
-                else:
-                    alerts.extend(hits)
+                alerts.extend(hits)
         if self.mode == "learn":
             for layer in self.layers:
                 layer.learn(ev)

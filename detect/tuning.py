@@ -27,12 +27,16 @@ FILE = "rule_tuning.json"
 NEVER_LEARNED = frozenset({"critical"})   # severities a learning run never turns into normal
 
 
-def tuning_key(alert: Event) -> str:
-    """`rule_id|[[path, value], ...]` of a rule alert (group items sorted by path)."""
-    f = alert.fields
-    group = f.get("group") or {}
+def match_key(rule_id: Any, group: Any) -> str:
+    """`rule_id|[[path, value], ...]` (group items sorted by path)."""
     items = sorted(group.items()) if isinstance(group, dict) else group
-    return f"{f.get('rule_id')}|{json.dumps(items, default=str, ensure_ascii=False, separators=(',', ':'))}"
+    return f"{rule_id}|{json.dumps(items, default=str, ensure_ascii=False, separators=(',', ':'))}"
+
+
+def tuning_key(alert: Event) -> str:
+    """The key of a rule alert: its rule id and group (`match_key`)."""
+    f = alert.fields
+    return match_key(f.get("rule_id"), f.get("group") or {})
 
 
 class RuleTuning:
@@ -84,6 +88,13 @@ class RuleTuning:
     def known(self, alert: Event) -> bool:
         """Protect mode: True (and counted) when this rule alert's key is normal for the site."""
         if tuning_key(alert) in self.entries:
+            self.dropped += 1
+            return True
+        return False
+
+    def mutes(self, rule: Any, group: dict[str, Any]) -> bool:
+        """The rule engine's `muted` hook: the same test as `known`, before the alert is built."""
+        if match_key(rule.id, group) in self.entries:
             self.dropped += 1
             return True
         return False
