@@ -3,7 +3,9 @@
 Modes: `parse` (the sensor alone: decode, reassembly, protocol parsers, no observers, no store),
 `store` (as `icsight sensor read` runs it without learned state: asset inventory, rules, store),
 `nodetect` (inventory + store, no detection), `detect` (everything, learned layers in protect mode:
-the data directory must hold learned state, see bench/__main__.py).
+the data directory must hold learned state), `learn` (not timed: learn the rule tuning and every
+learned layer from the first half of the capture's events into the data directory, as
+`icsight detect learn` would; prints the events learned from).
 """
 
 from __future__ import annotations
@@ -20,10 +22,24 @@ from sensors.pipeline import Sensor
 from sensors.run import read_captures
 
 
+def learn_half(cap: str, settings: Settings) -> None:
+    """Learn (rules' tuning + learned layers) from the first half of the capture's events; save them."""
+    from detect.runtime import learn
+    from sensors.run import events_from_capture
+
+    evs = [e for e in events_from_capture(cap, settings) if e.kind not in ("alert", "asset")]
+    t0 = time.perf_counter()
+    learn(settings, evs[: len(evs) // 2])
+    print(json.dumps({"learned_events": len(evs) // 2, "seconds": time.perf_counter() - t0}))
+
+
 def main() -> None:
     cap, data_dir, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     settings = Settings(data_dir=data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    if mode == "learn":
+        learn_half(cap, settings)
+        return
     sinks = []
     store = None
     if mode != "parse":

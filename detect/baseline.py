@@ -126,19 +126,46 @@ def protocol_of(ev: Event) -> str:
 
 def op_of(ev: Event) -> str:
     """The operation of an event: kind-specific record key (see OP_KEYS), else the action."""
-    f = ev.fields
-    if ev.kind == "weird":
+    f, kind = ev.fields, ev.kind
+    j = _op_at.get(kind)
+    if j is not None:  # the key this kind's events carried so far: check it (and that none before it is set)
+        get = f.get
+        v = get(OP_KEYS[j])
+        if v.__class__ is str:
+            for k in _OP_BEFORE[j]:
+                if get(k) is not None:
+                    break
+            else:
+                return v
+    return _op_of(f, kind, ev.action)
+
+
+_op_at: dict[str, int] = {}  # kind -> index in OP_KEYS of the key that gave its last operation
+_OP_BEFORE = [OP_KEYS[:j] for j in range(len(OP_KEYS))]
+
+
+def _op_of(f: Any, kind: str, action: str) -> str:
+    if kind == "weird":
         return f"weird:{f.get('protocol')}/{f.get('name')}"
-    if ev.kind == "flow":
+    if kind == "flow":
         return f"flow:{f.get('conn_state') or '?'}"
-    for k in OP_KEYS:
-        v = f.get(k)
-        if v is not None and not isinstance(v, dict | list):
+    get = f.get
+    for j, k in enumerate(OP_KEYS):
+        v = get(k)
+        if v is None:
+            continue
+        if v.__class__ is str:
+            op = v
+            if kind != "arp":
+                _op_at[kind] = j
+        elif isinstance(v, dict | list):
+            continue
+        else:
             op = str(v)
-            if ev.kind == "arp" and f.get("gratuitous"):
-                op += "+gratuitous"
-            return op
-    return ev.action
+        if kind == "arp" and get("gratuitous"):
+            op += "+gratuitous"
+        return op
+    return action
 
 
 _points_last: list[Any] = [None, []]  # the last event points_of saw and its result (layers share it)
@@ -203,10 +230,12 @@ class EventInfo:
     """
 
     __slots__ = (
+        "action",
         "broadcast_dst",
         "client",
         "dst",
         "feat_op",
+        "kind",
         "op",
         "op_key",
         "point_prefix",
@@ -215,10 +244,12 @@ class EventInfo:
         "sport",
         "src",
         "talker",
+        "write_prefix",
     )
 
     def __init__(self, ev: Event, op: str) -> None:
         self.op = op
+        self.kind, self.action = ev.kind, ev.action
         self.proto = protocol_of(ev)
         self.src, self.dst = node(ev.src), node(ev.dst)
         client, server = server_side(ev)
@@ -227,20 +258,30 @@ class EventInfo:
         self.talker = f"{self.src}|{self.dst}|{self.proto}|{self.sport}"  # = Baseline.talker_key(ev)
         self.op_key = f"{self.client}|{self.server}|{ev.kind}|{op}"  # = Baseline.op_key = channel key
         self.point_prefix = f"{self.server}|{ev.kind}|"  # = ProcessTiming.point_key(ev, "")
+        self.write_prefix = f"{self.client}|{self.server}|{ev.kind}|"  # = Baseline.write_key(ev, "")
         self.feat_op = f"{ev.kind}:{op}"
         d = ev.dst
         self.broadcast_dst = bool((d.ip and not unicast_ip(d.ip)) or (d.mac and not unicast_mac(d.mac)))
 
 
 _info_memo: dict[tuple, EventInfo] = {}
+# the Endpoint objects of the last event (one connection, one direction) and its (kind, action, op) -> info
+_last_pair: list[Any] = [None, None, {}]
 _info_last: list[Any] = [None, None]
 INFO_MEMO_MAX = 200_000
 
 
-def info_key(ev: Event) -> tuple:
-    """What `EventInfo` (and the baseline's verdict on the endpoints) depends on, as one tuple."""
+def info_key(ev: Event, op: str | None = None) -> tuple:
+    """What `EventInfo` (and the baseline's verdict on the endpoints) depends on, as one tuple.
+
+    Ports count only through the service port and which side holds it (`service_port`, `server_side`):
+    the connections of one client to one service (new source port each) share their `EventInfo`.
+    """
     s, d, f = ev.src, ev.dst, ev.fields
-    k = (ev.kind, s.ip, s.port, s.mac, d.ip, d.port, d.mac, ev.action, op_of(ev))
+    sp, dp = s.port, d.port
+    swap = (sp is None) if dp is None else (sp is not None and dp >= EPHEMERAL_MIN > sp)  # = server_side
+    sport = sp if dp is None or swap else dp  # = service_port(ev)
+    k = (ev.kind, s.ip, s.mac, d.ip, d.mac, sport, swap, ev.action, op_of(ev) if op is None else op)
     if ev.kind == "flow":
         k += (f.get("proto"), f.get("service"))
     elif ev.kind == "arp":  # ARP bindings come from the sender fields, not the endpoints
@@ -249,16 +290,40 @@ def info_key(ev: Event) -> tuple:
 
 
 def event_info(ev: Event) -> EventInfo:
-    """The shared `EventInfo` of an event (the last event's is kept: each layer asks for it)."""
+    """The shared `EventInfo` of an event (the last event's is kept: each layer asks for it).
+
+    Events of one connection share their `Endpoint` objects (sensors.flows.Conn): while the events
+    come from the same pair of objects, the lookup is by kind, action and operation only; otherwise by
+    `info_key`. (Only the last pair is kept: a memo of every connection's objects would keep them alive,
+    and the sensor pays for that in garbage collection and memory.)
+    """
     if ev is _info_last[0]:
         return _info_last[1]
-    k = info_key(ev)
+    kind = ev.kind
+    if kind == "flow" or kind == "arp":  # keys from fields beyond the operation (`info_key`)
+        info = _info_of(info_key(ev), ev)
+    else:
+        s, d, lp = ev.src, ev.dst, _last_pair
+        if s is lp[0] and d is lp[1]:
+            infos = lp[2]
+        else:
+            infos = {}
+            lp[0], lp[1], lp[2] = s, d, infos
+        op = op_of(ev)
+        k = (kind, ev.action, op)
+        info = infos.get(k)
+        if info is None:
+            info = infos[k] = _info_of(info_key(ev, op), ev)
+    _info_last[0], _info_last[1] = ev, info
+    return info
+
+
+def _info_of(k: tuple, ev: Event) -> EventInfo:
     info = _info_memo.get(k)
     if info is None:
         if len(_info_memo) >= INFO_MEMO_MAX:
             _info_memo.clear()
         info = _info_memo[k] = EventInfo(ev, k[8])
-    _info_last[0], _info_last[1] = ev, info
     return info
 
 
@@ -284,6 +349,7 @@ class Baseline(Layer):
         # protect fast path: EventInfo objects whose bindings, assets, talker pair and operation are all
         # in the baseline (entries are only ever added, so a clean verdict stays true)
         self._clean: dict[EventInfo, bool] = {}
+        self._wkeys: dict[tuple[str, str], str] = {}  # (write prefix, func) -> write range key
         self._window: tuple[Any, Any, str] | None = None
 
     # ------------------------------------------------------------------ keys
@@ -494,7 +560,24 @@ class Baseline(Layer):
 
     def _check_writes(self, ev: Event, info: EventInfo, out: list[Event]) -> list[Event]:
         """Write to a point outside the learned refs and ranges (the first such point alerts)."""
-        prefix = f"{info.client}|{info.server}|{ev.kind}|"  # = write_key(ev, "")
+        prefix = info.write_prefix
+        f = ev.fields
+        if not isinstance(f.get("points"), list):
+            # address/values records: refs "<func>:<address>" (points_of) whose family is "<func>:"; when
+            # every address lies in the learned range of that family, none can alert
+            a0, vals = f.get("address"), f.get("values")
+            if isinstance(a0, int) and a0 >= 0 and isinstance(vals, list):
+                func = f.get("func") or ev.kind
+                wk = self._wkeys.get((prefix, func)) if func.__class__ is str else None
+                if wk is None:
+                    wk = f"{prefix}{func}:"
+                    if func.__class__ is str:
+                        if len(self._wkeys) >= INFO_MEMO_MAX:
+                            self._wkeys.clear()
+                        self._wkeys[(prefix, func)] = wk
+                r = self.writes.get(wk)
+                if r is not None and r[0] <= a0 and a0 + len(vals) - 1 <= r[1]:
+                    return out
         refs = self.write_refs
         for ref, _ in points_of(ev):
             if prefix + ref in refs:

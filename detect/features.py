@@ -10,12 +10,11 @@ baseline). Columns are `FEATURES`, in that order; the model stores them and refu
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from detect.baseline import event_info
+from detect.baseline import EventInfo, event_info
 from icsight.events import Event
 
 ACTIONS = ("read", "write", "program", "control", "diagnose", "discover", "session", "error", "other")
@@ -41,16 +40,21 @@ FEATURES: tuple[str, ...] = (
 )
 SKIP = frozenset({"alert", "asset"})
 _ACTION_COLS = {a: f"n_{a}" for a in ACTIONS}
+_KIND_COLS = {"flow": "n_flows", "arp": "n_arp", "weird": "n_weird"}  # any other kind: n_transactions
 
 
-@dataclass
 class _Row:
-    counts: dict[str, float] = field(default_factory=dict)
-    dsts: set[str] = field(default_factory=set)
-    ports: set[Any] = field(default_factory=set)
-    ops: set[str] = field(default_factory=set)
-    lats: list[float] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    """One (window, source) row being filled: events counted per `EventInfo` (`per_info`; the columns
+    that follow from the info are added up at `close`), the columns that depend on other fields
+    (`counts`), latencies and evidence events."""
+
+    __slots__ = ("counts", "events", "lats", "per_info")
+
+    def __init__(self) -> None:
+        self.per_info: dict[EventInfo, int] = {}
+        self.counts: dict[str, float] = {}
+        self.lats: list[float] = []
+        self.events: list[Event] = []
 
 
 class WindowFeatures:
@@ -68,28 +72,60 @@ class WindowFeatures:
         self.keep = keep_events
         self.rows: dict[tuple[int, str], _Row] = {}
         self.min_b: int | None = None  # the earliest window with a row (None: no rows)
+        self._cur_b: int | None = None  # the rows of window _cur_b by source (a cache of `rows`)
+        self._cur: dict[str, _Row] = {}
 
     def next_close(self) -> float:
         """The capture time at which `close` would first return a row (inf when there is none)."""
         return float("inf") if self.min_b is None else (self.min_b + 1) * self.window
 
-    def add(self, ev: Event) -> None:
+    def add(self, ev: Event, b: int | None = None) -> None:
+        """Count one event into its row (`b`: its window index, int(ts // window), when known)."""
         if ev.kind in SKIP:
             return
-        b = int(ev.ts // self.window)
+        if b is None:
+            b = int(ev.ts // self.window)
         info = event_info(ev)
-        key = (b, info.src)
+        if b == self._cur_b:
+            r = self._cur.get(info.src)
+            if r is None:
+                r = self._row(b, info.src)
+        else:
+            r = self._row(b, info.src)
+        pi = r.per_info
+        pi[info] = pi.get(info, 0) + 1
+        f = ev.fields
+        kind = info.kind
+        if kind == "flow" or kind == "arp":
+            self._special(r.counts, kind, f)
+        if f.get("status") == "no_response":
+            r.counts["n_no_response"] = r.counts.get("n_no_response", 0.0) + 1.0
+        if f.get("exception"):
+            r.counts["n_exception"] = r.counts.get("n_exception", 0.0) + 1.0
+        lat = f.get("latency")
+        if lat.__class__ is float or isinstance(lat, int | float):
+            r.lats.append(float(lat))
+        if self.known is not None and info.talker not in self.known:
+            r.counts["n_new_talkers"] = r.counts.get("n_new_talkers", 0.0) + 1.0
+        if len(r.events) < self.keep:
+            r.events.append(ev)
+
+    def _row(self, b: int, src: str) -> _Row:
+        key = (b, src)
         r = self.rows.get(key)
         if r is None:
             r = self.rows[key] = _Row()
             if self.min_b is None or b < self.min_b:
                 self.min_b = b
-        c = r.counts
-        f = ev.fields
-        kind = ev.kind
-        c["n_events"] = c.get("n_events", 0.0) + 1.0
+        if b != self._cur_b:
+            self._cur_b, self._cur = b, {}
+        self._cur[src] = r
+        return r
+
+    @staticmethod
+    def _special(c: dict[str, float], kind: str, f: Any) -> None:
+        """The columns of flows and ARP that depend on their fields."""
         if kind == "flow":
-            c["n_flows"] = c.get("n_flows", 0.0) + 1.0
             # a flow's totals land in the window of its first packet, so sums of bytes would swing with
             # flow length: the mean payload bytes per packet is what the row keeps
             c["_flow_bytes"] = c.get("_flow_bytes", 0.0) + (
@@ -98,48 +134,41 @@ class WindowFeatures:
             c["_flow_pkts"] = c.get("_flow_pkts", 0.0) + (
                 float(f.get("orig_pkts") or 0) + float(f.get("resp_pkts") or 0)
             )
-        elif kind == "arp":
-            c["n_arp"] = c.get("n_arp", 0.0) + 1.0
+        else:
             if f.get("op") == "reply":
                 c["n_arp_reply"] = c.get("n_arp_reply", 0.0) + 1.0
             if f.get("gratuitous"):
                 c["n_arp_gratuitous"] = c.get("n_arp_gratuitous", 0.0) + 1.0
-        elif kind == "weird":
-            c["n_weird"] = c.get("n_weird", 0.0) + 1.0
-        else:
-            c["n_transactions"] = c.get("n_transactions", 0.0) + 1.0
-        ak = _ACTION_COLS.get(ev.action)
-        if ak is not None:
-            c[ak] = c.get(ak, 0.0) + 1.0
-        if f.get("status") == "no_response":
-            c["n_no_response"] = c.get("n_no_response", 0.0) + 1.0
-        if f.get("exception"):
-            c["n_exception"] = c.get("n_exception", 0.0) + 1.0
-        r.dsts.add(info.dst)
-        r.ports.add(info.sport)
-        r.ops.add(info.feat_op)
-        if info.broadcast_dst:
-            c["n_broadcast_dst"] = c.get("n_broadcast_dst", 0.0) + 1.0
-        lat = f.get("latency")
-        if isinstance(lat, int | float):
-            r.lats.append(float(lat))
-        if self.known is not None and info.talker not in self.known:
-            c["n_new_talkers"] = c.get("n_new_talkers", 0.0) + 1.0
-        if len(r.events) < self.keep:
-            r.events.append(ev)
 
     def close(self, upto: float | None = None) -> list[tuple[int, str, np.ndarray, list[Event]]]:
         """Rows of windows ending at or before `upto` (all rows when None), removed from the buffer."""
         out = []
+        self._cur_b, self._cur = None, {}
         for key in sorted(self.rows, key=lambda k: (k[0], k[1])):
             b, src = key
             if upto is not None and (b + 1) * self.window > upto:
                 continue
             r = self.rows.pop(key)
             c = dict(r.counts)
-            c["n_distinct_dst"] = len(r.dsts)
-            c["n_distinct_dst_ports"] = len(r.ports)
-            c["n_distinct_ops"] = len(r.ops)
+            n: dict[str, int] = {}  # the columns that follow from the events' infos
+            dsts, ports, ops = set(), set(), set()
+            for info, k in r.per_info.items():
+                n["n_events"] = n.get("n_events", 0) + k
+                col = _KIND_COLS.get(info.kind, "n_transactions")
+                n[col] = n.get(col, 0) + k
+                col = _ACTION_COLS.get(info.action)
+                if col is not None:
+                    n[col] = n.get(col, 0) + k
+                if info.broadcast_dst:
+                    n["n_broadcast_dst"] = n.get("n_broadcast_dst", 0) + k
+                dsts.add(info.dst)
+                ports.add(info.sport)
+                ops.add(info.feat_op)
+            for col, k in n.items():
+                c[col] = float(k)
+            c["n_distinct_dst"] = len(dsts)
+            c["n_distinct_dst_ports"] = len(ports)
+            c["n_distinct_ops"] = len(ops)
             if c.get("_flow_pkts"):
                 c["flow_bytes_per_pkt"] = c["_flow_bytes"] / c["_flow_pkts"]
             if r.lats:

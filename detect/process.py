@@ -14,7 +14,10 @@ the layer works the same on a live interface and on a replayed capture.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import defaultdict
+from operator import attrgetter, itemgetter
+from operator import le as _le
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,15 @@ MAX_TS_KEPT = 20000  # learning keeps at most this many timestamps / latencies p
 RATE_WINDOW = 10.0  # seconds per counting window (flooding)
 SKIP = frozenset({"alert", "asset"})
 _SET, _COUNTER, _RANGE = 0, 1, 2  # how a learned point is checked (see ProcessTiming._compile)
+RUN_GAP = 64  # learned point numbers further apart than this start a new run of slots
+RUN_PAD = 16  # empty slots on each side of a run (blocks reaching a little past the learned points)
+RUN_QUIET_Q = 0.9  # a run's common quiet time: this quantile of its points' (longer ones: one by one)
+_INF = float("inf")
+_EXACT = 2.0**53  # integers below this compare with float limits as their float() does
+_REF, _VALUE = itemgetter("ref"), itemgetter("value")
+_amin = attrgetter("amin")
+_ERR_STATUS = ("no_response", "no_request")
+_NO_FUNC = object()
 
 
 def _num(v: Any) -> float | None:
@@ -42,6 +54,62 @@ def _num(v: Any) -> float | None:
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
+
+
+def _rate_quiet(e: list[Any]) -> float:
+    """Seconds after which a range point's next value inside its limits cannot alert on rate of change.
+
+    The rate alert needs |x - last| > 10 % of the span and |x - last| / dt > 2 * rate; with both values
+    inside [lo_lim, hi_lim], |x - last| <= hi_lim - lo_lim =: w, so from dt >= w / (2 * rate) on it cannot
+    fire (0.1 % and 1 ms more cover float rounding of capture times). -inf: it can never fire.
+    """
+    rate, w = e[6], e[5] - e[4]
+    if not rate > 0 or w <= e[11]:
+        return -_INF
+    return w / (2 * rate) * 1.001 + 1e-3
+
+
+class _Run:
+    """Consecutive slots for the point numbers amin .. amin + size - 1 of one family, and how a block of
+    them is checked at once (`mode`): _RANGE (every learned point a range point, limits in `_lol` /
+    `_hil`, all inside [lo_all, hi_all] at once), _SET (every learned point has the same value set
+    `vset`), or None (per point only)."""
+
+    __slots__ = ("amin", "hi_all", "lo_all", "mode", "quiet", "s0", "size", "vset")
+
+    def __init__(self, s0: int, amin: int, size: int) -> None:
+        self.s0, self.amin, self.size = s0, amin, size
+        self.mode: int | None = None
+        self.lo_all, self.hi_all = -_INF, _INF
+        self.vset: frozenset[Any] = frozenset()
+        self.quiet = -_INF
+
+    def finish(self, learned: list[list[Any]], quiet: list[float]) -> None:
+        """Choose the block check from the learned points (`quiet`: the quiet time of each slot)."""
+        if all(e[0] == _RANGE and abs(e[4]) < _EXACT and abs(e[5]) < _EXACT for e in learned):
+            self.mode = _RANGE
+            self.lo_all, self.hi_all = max(e[4] for e in learned), min(e[5] for e in learned)
+            qs = sorted(q for q in quiet[self.s0 : self.s0 + self.size] if q > -_INF)
+            if qs:
+                self.quiet = qs[min(int(RUN_QUIET_Q * len(qs)), len(qs) - 1)]
+        elif all(e[0] == _SET for e in learned):
+            try:
+                sets = {frozenset(e[1]) for e in learned}
+            except TypeError:  # an unhashable learned value
+                return
+            if len(sets) == 1:
+                self.mode, self.vset = _SET, sets.pop()
+
+
+class _InfoChecks:
+    """What the rate and timing checks need of one `EventInfo` (compiled once per info)."""
+
+    __slots__ = ("ch", "ck", "error", "fam", "func", "last", "src_fam", "timing")
+
+    def __init__(self) -> None:
+        self.timing: tuple[Any, ...] | None = None
+        self.func: Any = _NO_FUNC  # the last func of an address/values record, and its family (or None)
+        self.fam: Any = None
 
 
 class ProcessTiming(Layer):
@@ -64,15 +132,14 @@ class ProcessTiming(Layer):
         self._buckets: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))  # recent windows
         self._bmax: dict[str, int] = {}  # the most per window so far, per family (bounded state)
         # protect scratch
-        self._seen_last: dict[str, float] = {}
-        self._pv_last: dict[str, tuple[float, float]] = {}
-        self._counts: dict[tuple[str, int], int] = {}
+        self._seen_last: dict[str, list[float | None]] = {}  # channel -> [latest capture time]
+        self._counts: dict[int, dict[str, int]] = {}  # window -> family -> events
+        self._cur_b: int | None = None
+        self._cur_counts: dict[str, int] = {}
         self._fired: set[tuple[str, int]] = set()
         self._max_bucket = -1
         self._pts: dict[str, list[Any]] | None = None  # compiled point checks (built on the first check)
-        self._addr: dict[str, dict[int, list[Any]]] = {}
         self._limits: dict[str, int] = {}
-        self._chc: dict[str, tuple[Any, ...]] = {}  # compiled channel checks
 
     # ------------------------------------------------------------------ keys
     @staticmethod
@@ -213,18 +280,21 @@ class ProcessTiming(Layer):
             extra=extra,
         )
 
-    # compiled per-point checks:
-    # [mode, values, lo, hi, lo_lim, hi_lim, rate, last_ts, last_x, key, ref, 2 * rate, 0.1 * (hi - lo)]
+    # compiled per-point checks (static; the protect state of a point lives in the slot arrays):
+    # [mode, values, lo, hi, lo_lim, hi_lim, rate, slot, key, ref, 2 * rate, 0.1 * (hi - lo)]
     def _compile(self) -> None:
         """Index the learned points for the protect path (redone after any further learning).
 
         Points with fewer than MIN_OBS observations, or with neither a value set nor a numeric range,
-        can never alert and are left out. `_pts` maps the full point key; `_addr` maps
-        "server|kind|<func>:" to {address: entry} for the Modbus-style address/values records, so their
-        refs need no string building.
+        can never alert and are left out. `_pts` maps the full point key to its entry. Each point has a
+        slot in parallel lists (last time, last value, rate deadline, limits); the points of a family
+        ("server|kind|<base>:" + number, e.g. Modbus "...|READ_HOLDING_REGISTERS:" + address, DNP3
+        "...|1:ai:" + index) take consecutive slots by number (`_Run`, unlearned numbers in between get
+        empty slots), so that a block of consecutive points is checked with slices (`_block`).
         """
         pts: dict[str, list[Any]] = {}
-        addr: dict[str, dict[int, list[Any]]] = {}
+        fams: dict[str, dict[int, list[Any]]] = {}
+        singles: list[list[Any]] = []
         for k, p in self.points.items():
             if p["n"] < MIN_OBS:
                 continue
@@ -243,9 +313,10 @@ class ProcessTiming(Layer):
             parts = k.split("|", 2)
             ref = parts[2] if len(parts) == 3 else k
             span10 = 0.1 * (hi - lo) if lo is not None else 0.0
-            e = [mode, vals, lo, hi, (lo or 0.0) - margin, (hi or 0.0) + margin, p["rate"], None, 0.0, k, ref,
+            e = [mode, vals, lo, hi, (lo or 0.0) - margin, (hi or 0.0) + margin, p["rate"], -1, k, ref,
                  2 * p["rate"], span10]
             pts[k] = e
+            singles.append(e)
             if len(parts) == 3:
                 base, _, digits = ref.rpartition(":")
                 if _:
@@ -254,36 +325,287 @@ class ProcessTiming(Layer):
                     except ValueError:
                         continue
                     if str(n) == digits:
-                        addr.setdefault(f"{parts[0]}|{parts[1]}|{base}:", {})[n] = e
+                        fams.setdefault(f"{parts[0]}|{parts[1]}|{base}:", {})[n] = e
+                        singles.pop()
+        ent: list[list[Any] | None] = []
+        lol: list[float] = []
+        hil: list[float] = []
+        dl: list[float] = []
+
+        def slot(e: list[Any] | None) -> None:
+            if e is None:  # no learned point: never holds up a block
+                lims = (-_INF, _INF, -_INF)
+            elif e[0] == _RANGE:
+                lims = (e[4], e[5], _rate_quiet(e))
+            else:  # value sets and counters: never on the range fast path
+                lims = (_INF, -_INF, -_INF)
+            if e is not None:
+                e[7] = len(ent)
+            ent.append(e)
+            lol.append(lims[0])
+            hil.append(lims[1])
+            dl.append(lims[2])
+
+        addr: dict[str, tuple[list[_Run], dict[int, list[Any]]]] = {}
+        for fk, by_num in fams.items():
+            nums = sorted(by_num)
+            runs: list[_Run] = []
+            first = 0
+            for i in range(1, len(nums) + 1):
+                if i < len(nums) and nums[i] - nums[i - 1] <= RUN_GAP:
+                    continue
+                amin = nums[first] - RUN_PAD
+                run = _Run(len(ent), amin, nums[i - 1] + RUN_PAD - amin + 1)
+                for a in range(amin, amin + run.size):
+                    slot(by_num.get(a))
+                run.finish([by_num[a] for a in nums[first:i]], dl)
+                runs.append(run)
+                first = i
+            addr[fk] = (runs, by_num)
+        for e in singles:
+            slot(e)
+        slot_run: list[_Run | None] = [None] * len(ent)
+        for runs, _ in addr.values():
+            for run in runs:
+                if run.mode is not None:
+                    slot_run[run.s0 : run.s0 + run.size] = [run] * run.size
+        self._slot_run = slot_run
         self._pts, self._addr = pts, addr
-        self._chc: dict[str, tuple[Any, ...]] = {}
+        self._ent, self._lol, self._hil, self._dl = ent, lol, hil, dl
+        # slot state: last capture time (-inf: none yet), last value, and whether that value lies outside
+        # the point's limits (`_out`); `_slow` marks the slots whose quiet time is longer than their run's
+        self._lts: list[float] = [-_INF] * len(ent)
+        self._lx: list[Any] = [0.0] * len(ent)
+        self._out = bytearray(len(ent))
+        self._n_out = 0  # slots flagged in _out
+        slow = bytearray(len(ent))
+        for runs, _ in addr.values():
+            for run in runs:
+                for i in range(run.s0, run.s0 + run.size):
+                    if dl[i] > run.quiet:
+                        slow[i] = 1
+        self._slow = bytes(slow)
+        self._plans: dict[tuple[str, tuple[Any, ...]], list[tuple[Any, ...]]] = {}
+        self._ci: dict[EventInfo, _InfoChecks] = {}
         self._limits = {
             fam: max(math.ceil(v * 1.5), v + 5) for fam, v in (("per_src", 0), *self.rates.items())
         }
+        lim = self._limits
+        self._lim_events, self._lim_src = lim.get("events", 5), lim.get("per_src", 5)
+        self._lim_conns, self._lim_errors = lim.get("conns", 5), lim.get("errors", 5)
+
+    def _info_checks(self, info: EventInfo, ev: Event) -> _InfoChecks:
+        """The per-(kind, endpoints, action, operation) part of the checks: rate family, channel timing."""
+        ci = _InfoChecks()
+        ci.src_fam = "src:" + info.src
+        ci.error = info.kind == "weird" or info.action == "error"
+        ck = info.op_key  # = channel_key(ev)
+        ci.last = self._seen_last.setdefault(ck, [None])
+        ch = self.channels.get(ck)
+        ci.ck, ci.ch = ck, ch
+        if ch is not None:  # (period, shortest and longest gap without an alert, latency limit)
+            period, p99 = ch.get("period"), ch.get("lat_p99")
+            tol = max(4 * ch.get("jitter", 0.0), 0.25 * period) if period else 0.0
+            lat_limit = max(3 * p99, ch["lat_max"] * 1.5, p99 + 0.05) if p99 is not None else None
+            ci.timing = (period, period - tol, period + max(tol, period), lat_limit) if period else (
+                None, 0.0, 0.0, lat_limit
+            )
+        if len(self._ci) >= 200_000:
+            self._ci.clear()
+        self._ci[info] = ci
+        return ci
 
     def check(self, ev: Event) -> list[Event]:
-        if ev.kind in SKIP:
+        kind = ev.kind
+        if kind in SKIP:
             return []
         if self._pts is None:
             self._compile()
         info = event_info(ev)
-        out = self._check_rates(ev, info)
-        if ev.kind == "flow":
+        ci = self._ci.get(info)
+        if ci is None:
+            ci = self._info_checks(info, ev)
+        ts, f = ev.ts, ev.fields
+        out: list[Event] = []
+        # events, connections and errors per window, overall and per source, against the learned most
+        b = int(ts // self.window)
+        counts = self._cur_counts if b == self._cur_b else self._bucket(b)
+        if kind == "flow":
+            c = counts.get("conns", 0) + 1
+            counts["conns"] = c
+            if c > self._lim_conns:
+                self._rate_alert(ev, "conns", b, c, self._lim_conns, out)
+        else:
+            c = counts.get("events", 0) + 1
+            counts["events"] = c
+            if c > self._lim_events:
+                self._rate_alert(ev, "events", b, c, self._lim_events, out)
+            fam = ci.src_fam
+            c = counts.get(fam, 0) + 1
+            counts[fam] = c
+            if c > self._lim_src:
+                self._rate_alert(ev, fam, b, c, self._lim_src, out)
+        if ci.error or f.get("exception") or f.get("status") in _ERR_STATUS:
+            c = counts.get("errors", 0) + 1
+            counts["errors"] = c
+            if c > self._lim_errors:
+                self._rate_alert(ev, "errors", b, c, self._lim_errors, out)
+        if kind == "flow":
             return out
-        f = ev.fields
+        # point values
         pl = f.get("points")
-        pairs: Any = ()
         if isinstance(pl, list):
             if pl:
-                prefix, get = info.point_prefix, self._pts.get
-                pairs = [(get(prefix + ref), v) for ref, v in points_of(ev)]
+                self._check_point_list(ev, info.point_prefix, pl, out)
         else:
             a0, vals = f.get("address"), f.get("values")
             if isinstance(a0, int) and isinstance(vals, list) and vals:
-                fam = self._addr.get(f"{info.point_prefix}{f.get('func') or ev.kind}:")
+                func = f.get("func") or kind
+                if func is not ci.func:
+                    ci.func, ci.fam = func, self._addr.get(f"{info.point_prefix}{func}:")
+                fam = ci.fam
                 if fam is not None:
-                    pairs = zip(map(fam.get, range(a0, a0 + len(vals))), vals, strict=True)
+                    runs = fam[0]
+                    run = runs[0] if len(runs) == 1 else runs[max(bisect_right(runs, a0, key=_amin) - 1, 0)]
+                    i0, n = a0 - run.amin, len(vals)
+                    if i0 >= 0 and i0 + n <= run.size:  # one block of consecutive slots
+                        s0 = run.s0 + i0
+                        mode = run.mode
+                        if mode == _SET:
+                            try:
+                                if not run.vset.issuperset(vals):
+                                    self._points(ev, zip(self._ent[s0 : s0 + n], vals, strict=True), out)
+                            except TypeError:  # an unhashable value
+                                self._points(ev, zip(self._ent[s0 : s0 + n], vals, strict=True), out)
+                        elif mode is None or not self._block(run, s0, vals, ts):
+                            self._points(ev, zip(self._ent[s0 : s0 + n], vals, strict=True), out)
+                    else:
+                        self._points(ev, zip(map(fam[1].get, range(a0, a0 + n)), vals, strict=True), out)
+        # channel timing (see _timing_alerts for the full check)
+        st = ci.last
+        last = st[0]
+        if last is None or ts > last:
+            st[0] = ts
+        c = ci.timing
+        if c is None:
+            return out
+        if c[0] and last is not None:
+            gap = ts - last
+            if 0 <= gap < c[1] or gap > c[2]:
+                return self._timing_alerts(ev, ci.ck, ci.ch, last, out)
+        if c[3] is not None:
+            lat = f.get("latency")
+            if lat is not None and (lat.__class__ is not float or lat > c[3]):
+                return self._timing_alerts(ev, ci.ck, ci.ch, last, out)
+        return out
+
+    def _bucket(self, b: int) -> dict[str, int]:
+        """The counts of window `b` (made the current one); windows long past are dropped first."""
+        if b > self._max_bucket + 2:  # bounded state
+            self._counts = {k: c for k, c in self._counts.items() if k >= b - 2}
+            self._fired = {k for k in self._fired if k[1] >= b - 2}
+        if b > self._max_bucket:
+            self._max_bucket = b
+        counts = self._counts.get(b)
+        if counts is None:
+            counts = self._counts[b] = {}
+        self._cur_b, self._cur_counts = b, counts
+        return counts
+
+    # ------------------------------------------------------------------ protect: point values
+    def _block(self, run: _Run, s0: int, vals: list[Any], ts: float) -> bool:
+        """Check values of the consecutive slots s0.. of `run` at once; True when none can alert.
+
+        Modbus-style address/values records (`check`) and runs of a point list (`_check_point_list`)
+        whose numbers are consecutive: the usual poll is one block.
+
+        On True the slots' state is updated as the per-point check would have (last time and value).
+        False (nothing changed) sends the block to the per-point check (`_points`), which is exact: this
+        is only a filter, and it may say False where no alert would fire.
+        A range block passes when every value is a finite number inside its point's limits and no point
+        can alert on rate of change: each point's last value lies inside its limits too (not `_out`)
+        and its last update is at least its quiet time ago (`_rate_quiet`): the run's `quiet` (the
+        longest of its points but a few) for all at once, the point's own for the `_slow` ones.
+        """
+        if run.mode == _SET:
+            try:
+                return run.vset.issuperset(vals)
+            except TypeError:  # an unhashable value
+                return False
+        n = len(vals)
+        s1 = s0 + n
+        lts = self._lts
+        if max(lts[s0:s1]) > ts - run.quiet or (self._n_out and self._out.count(0, s0, s1) != n):
+            return False  # (first: points polled faster than their quiet time fail here, cheaply)
+        try:
+            t = sum(vals)  # TypeError: not all numbers; NaN: min/max below could step over it
+            if t != t:
+                return False
+            if not (run.lo_all <= min(vals) and max(vals) <= run.hi_all) and not (
+                all(map(_le, self._lol[s0:s1], vals)) and all(map(_le, vals, self._hil[s0:s1]))
+            ):
+                return False
+        except TypeError:
+            return False
+        slow = self._slow
+        s = slow.find(1, s0, s1)
+        while s >= 0:
+            if lts[s] + self._dl[s] > ts:
+                return False
+            s = slow.find(1, s + 1, s1)
+        # the values as given: the per-point check keeps float(v), the same number (|v| < 2**53 here)
+        self._lx[s0:s1] = vals
+        lts[s0:s1] = [ts] * n
+        return True
+
+    def _check_point_list(self, ev: Event, prefix: str, pl: list[Any], out: list[Event]) -> None:
+        """`fields.points` records: the refs of a list are planned once into blocks of consecutive slots."""
+        try:
+            refs = tuple(map(_REF, pl))
+            vals = list(map(_VALUE, pl))
+            plan = self._plans.get((prefix, refs))
+        except (KeyError, TypeError):  # not all points are {"ref", "value"} dicts: per point, as learned
+            get = self._pts.get
+            self._points(ev, [(get(prefix + ref), v) for ref, v in points_of(ev)], out)
+            return
+        if plan is None:
+            plan = self._plan(prefix, refs)
         ts = ev.ts
+        for run, s0, j0, j1, ents in plan:
+            vs = vals if j0 == 0 and j1 == len(vals) else vals[j0:j1]
+            if run is not None and self._block(run, s0, vs, ts):
+                continue
+            self._points(ev, zip(ents, vs, strict=True), out)
+
+    def _plan(self, prefix: str, refs: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Split a point list into blocks: (run, first slot, start, end, entries); run None: per point."""
+        get = self._pts.get
+        ents = [get(prefix + str(r)) for r in refs]
+        runs = [self._slot_run[e[7]] if e is not None else None for e in ents]
+        plan: list[tuple[Any, ...]] = []
+        j = 0
+        while j < len(ents):
+            run, k = runs[j], j + 1
+            if run is not None:  # consecutive slots of one run
+                s0 = ents[j][7]
+                while k < len(ents) and runs[k] is run and ents[k][7] == s0 + (k - j):
+                    k += 1
+            else:
+                s0 = -1
+                while k < len(ents) and runs[k] is None:
+                    k += 1
+            plan.append((run, s0, j, k, ents[j:k]))
+            j = k
+        if all(r.__class__ is str for r in refs):  # (other refs could equal another's: True == 1)
+            if len(self._plans) >= 50_000:
+                self._plans.clear()
+            self._plans[(prefix, refs)] = plan
+        return plan
+
+    def _points(self, ev: Event, pairs: Any, out: list[Event]) -> None:
+        """The per-point check of (entry, value) pairs, in order (entry None: the point is not learned)."""
+        ts = ev.ts
+        lts_, lx_, out_ = self._lts, self._lx, self._out
         for e, v in pairs:
             if e is None:
                 continue
@@ -291,77 +613,55 @@ class ProcessTiming(Layer):
             if e[0] == _RANGE and v.__class__ is int:
                 x = float(v)
                 if e[4] <= x <= e[5]:
-                    lts, lx = e[7], e[8]
-                    e[7], e[8] = ts, x
-                    if lts is None or e[6] <= 0 or ts - lts <= 1e-3:
+                    s = e[7]
+                    lts, lx = lts_[s], lx_[s]
+                    lts_[s], lx_[s] = ts, x
+                    if out_[s]:
+                        out_[s] = 0
+                        self._n_out -= 1
+                    if lts == -_INF or e[6] <= 0 or ts - lts <= 1e-3:
                         continue
                     d = abs(x - lx)
-                    if d <= e[12] or d / (ts - lts) <= e[11]:
+                    if d <= e[11] or d / (ts - lts) <= e[10]:
                         continue
-                    e[7], e[8] = lts, lx  # an alert: undo, the full check below builds it
+                    lts_[s], lx_[s] = lts, lx  # an alert: undo, the full check below builds it
             elif e[0] == _SET and v in e[1]:
                 continue
             a = self._check_point(ev, e, v)
             if a is not None:
                 out.append(a)
-        self._check_timing(ev, info, out)
-        return out
 
-    def _check_rates(self, ev: Event, info: EventInfo) -> list[Event]:
-        out: list[Event] = []
-        b = int(ev.ts // self.window)
-        if b > self._max_bucket + 2:  # drop counts of windows long past (bounded state)
-            self._counts = {k: c for k, c in self._counts.items() if k[1] >= b - 2}
-            self._fired = {k for k in self._fired if k[1] >= b - 2}
-        if b > self._max_bucket:
-            self._max_bucket = b
-        f = ev.fields
-        if ev.kind == "flow":
-            fams: tuple[str, ...] = ("conns",)
-        else:
-            fams = ("events", "src:" + info.src)
-        if (
-            ev.kind == "weird"
-            or ev.action == "error"
-            or f.get("exception")
-            or f.get("status") in ("no_response", "no_request")
-        ):
-            fams += ("errors",)
-        counts, limits = self._counts, self._limits
-        for fam in fams:
-            k = (fam, b)
-            c = counts.get(k, 0) + 1
-            counts[k] = c
-            lk = "per_src" if fam[:4] == "src:" else fam
-            limit = limits.get(lk, 5)
-            if c > limit and k not in self._fired:
-                self._fired.add(k)
-                learned = self.rates.get(lk, 0)
-                what = {"events": "events", "conns": "connections", "errors": "errors/exceptions"}.get(
-                    fam, f"events from {fam[4:]}"
-                )
-                out.append(
-                    self._alert(
-                        ev,
-                        "rate",
-                        fam,
-                        "high",
-                        f"{self.window:g} 秒内 {what} 数 {c} 超过学习上限 {learned:g}（阈值 {limit}）",
-                        f"{c} {what} within {self.window:g} s exceeds the learned maximum {learned:g} "
-                        f"(limit {limit})",
-                        "流量速率异常（疑似泛洪）",
-                        "Rate above the learned maximum (flooding?)",
-                        ("T0814",),
-                        {"count": c, "learned_max": learned, "window_s": self.window},
-                    )
-                )
-        return out
+    def _rate_alert(self, ev: Event, fam: str, b: int, c: int, limit: int, out: list[Event]) -> None:
+        k = (fam, b)
+        if k in self._fired:
+            return
+        self._fired.add(k)
+        lk = "per_src" if fam[:4] == "src:" else fam
+        learned = self.rates.get(lk, 0)
+        what = {"events": "events", "conns": "connections", "errors": "errors/exceptions"}.get(
+            fam, f"events from {fam[4:]}"
+        )
+        out.append(
+            self._alert(
+                ev,
+                "rate",
+                fam,
+                "high",
+                f"{self.window:g} 秒内 {what} 数 {c} 超过学习上限 {learned:g}（阈值 {limit}）",
+                f"{c} {what} within {self.window:g} s exceeds the learned maximum {learned:g} "
+                f"(limit {limit})",
+                "流量速率异常（疑似泛洪）",
+                "Rate above the learned maximum (flooding?)",
+                ("T0814",),
+                {"count": c, "learned_max": learned, "window_s": self.window},
+            )
+        )
 
     def _check_point(self, ev: Event, e: list[Any], v: Any) -> Event | None:
         mode, vals = e[0], e[1]
         if mode == _SET:  # checked as a value set: few distinct bool/string values
             if v not in vals:
-                k, ref = e[9], e[10]
+                k, ref = e[8], e[9]
                 return self._alert(
                     ev,
                     "value",
@@ -381,12 +681,19 @@ class ProcessTiming(Layer):
             x = _num(v)
         if x is None:
             return None
-        lts, lx = e[7], e[8]
-        e[7], e[8] = ev.ts, x
+        s = e[7]
+        lts, lx = self._lts[s], self._lx[s]
+        if lts == -_INF:
+            lts = None
+        self._lts[s], self._lx[s] = ev.ts, x
         lo, hi = e[2], e[3]
+        out = 0 if mode == _RANGE and e[4] <= x <= e[5] else 1
+        if out != self._out[s]:
+            self._out[s] = out
+            self._n_out += 1 if out else -1
         if mode == _COUNTER:
             if lts is not None and x < lx:
-                k, ref = e[9], e[10]
+                k, ref = e[8], e[9]
                 return self._alert(
                     ev,
                     "counter",
@@ -400,7 +707,7 @@ class ProcessTiming(Layer):
                     {"point": k},
                 )
         elif x < e[4] or x > e[5]:
-            k, ref = e[9], e[10]
+            k, ref = e[8], e[9]
             return self._alert(
                 ev,
                 "range",
@@ -421,7 +728,7 @@ class ProcessTiming(Layer):
             if dt > 1e-3:
                 r = abs(x - lx) / dt
                 if r > 2 * rate and abs(x - lx) > 0.1 * (hi - lo):
-                    k, ref = e[9], e[10]
+                    k, ref = e[8], e[9]
                     return self._alert(
                         ev,
                         "rate_of_change",
@@ -436,33 +743,6 @@ class ProcessTiming(Layer):
                         {"point": k, "rate": r, "learned_rate": rate},
                     )
         return None
-
-    def _check_timing(self, ev: Event, info: EventInfo, out: list[Event]) -> list[Event]:
-        ck = info.op_key  # = channel_key(ev)
-        ts = ev.ts
-        last = self._seen_last.get(ck)
-        if last is None or ts > last:
-            self._seen_last[ck] = ts
-        ch = self.channels.get(ck)
-        if ch is None:
-            return out
-        c = self._chc.get(ck)
-        if c is None:  # (period, shortest and longest gap without an alert, latency limit)
-            period, p99 = ch.get("period"), ch.get("lat_p99")
-            tol = max(4 * ch.get("jitter", 0.0), 0.25 * period) if period else 0.0
-            lat_limit = max(3 * p99, ch["lat_max"] * 1.5, p99 + 0.05) if p99 is not None else None
-            c = self._chc[ck] = (period, period - tol, period + max(tol, period), lat_limit) if period else (
-                None, 0.0, 0.0, lat_limit
-            )
-        if c[0] and last is not None:
-            gap = ts - last
-            if 0 <= gap < c[1] or gap > c[2]:
-                return self._timing_alerts(ev, ck, ch, last, out)
-        if c[3] is not None:
-            lat = ev.fields.get("latency")
-            if lat is not None and (lat.__class__ is not float or lat > c[3]):
-                return self._timing_alerts(ev, ck, ch, last, out)
-        return out
 
     def _timing_alerts(self, ev: Event, ck: str, ch: dict[str, Any], last: float | None, out: list[Event]):
         """The timing alerts of one event (the full check, run when the fast check above saw a deviation)."""

@@ -336,3 +336,52 @@ def test_known_traffic_fast_path_still_checks_writes():
     # a new operation of the same endpoints is not covered by the cached verdict
     out = b.check(dataclasses.replace(_mb_write(32, 212.0, 12), fields={"func": "READ_COILS"}, action="read"))
     assert [a.fields["rule_id"] for a in out] == ["baseline.operation"]
+
+
+def test_connections_of_one_client_share_their_event_info():
+    """The per-event keys depend on the ports only through the service port and the side holding it:
+    a client's next connection (new source port, new Endpoint objects) reuses them, and so the known-
+    traffic verdict; another service port or the reverse direction does not."""
+    from detect.baseline import EventInfo, event_info
+
+    def one(port: int, dport: int = 502, reverse: bool = False) -> Event:
+        c = Endpoint("10.0.0.5", port, "02:00:00:00:00:05")
+        s = Endpoint("10.0.0.10", dport, "02:00:00:00:00:10")
+        e = _mb_write(port, 100.0, 12)
+        return dataclasses.replace(e, src=s, dst=c) if reverse else dataclasses.replace(e, src=c, dst=s)
+
+    infos = [event_info(one(p)) for p in (40000, 40001, 51234)]
+    assert infos[0] is infos[1] is infos[2]
+    fresh = EventInfo(one(40002), "WRITE_SINGLE_REGISTER")
+    slots = EventInfo.__slots__
+    assert [getattr(fresh, k) for k in slots] == [getattr(infos[0], k) for k in slots]
+    assert event_info(one(40000, 503)) is not infos[0]
+    rev = event_info(one(40000, reverse=True))
+    assert rev is not infos[0]
+    assert (rev.client, rev.server, rev.sport) == (infos[0].client, infos[0].server, 502)
+    # both ports ephemeral: the destination serves; a low source port below an ephemeral one: the source
+    x, y = one(40000, 50000), one(1000, 50000)
+    assert (event_info(x).server, event_info(x).sport) == ("10.0.0.10", 50000)
+    assert (event_info(y).server, event_info(y).sport) == ("10.0.0.5", 1000)
+    b = Baseline()
+    b.learn(one(40000))
+    assert b.check(one(45000)) == []
+    assert [a.fields["rule_id"] for a in b.check(one(45000, 503))] == ["baseline.talker"]
+
+
+def test_block_write_checked_point_by_point_when_it_leaves_the_range():
+    """A multi-register write inside the learned range passes at once; one reaching past it names the
+    first register outside."""
+    b = Baseline()
+    for i in range(10):
+        b.learn(_mb_write(i, 100.0 + i, 10 + i))
+
+    def block(i: int, address: int, n: int) -> Event:
+        e = _mb_write(i, 200.0 + i, address)
+        return dataclasses.replace(e, fields={**e.fields, "values": [1] * n})
+
+    assert b.check(block(1, 10, 10)) == []
+    out = b.check(block(2, 17, 5))
+    assert [a.fields["rule_id"] for a in out] == ["baseline.write"]
+    assert out[0].fields["baseline_entry"]["key"].endswith("|WRITE_SINGLE_REGISTER:20")
+    assert [a.fields["rule_id"] for a in b.check(block(3, -1, 2))] == ["baseline.write"]  # ref ...:-1

@@ -189,3 +189,84 @@ def test_series_pairs_flag_traffic_one_end_does_not_see():
         d = m.decision(test)
         assert (d[304:306] < 0).all()
         assert (d[:299] < 0).sum() == 0 and (d[340:] < 0).sum() == 0
+
+
+def _row_by_hand(evs: list[Event], known: set[str]) -> dict[str, float]:
+    """The feature columns of one (window, source) row, counted event by event from the definitions."""
+    from detect.baseline import Baseline, node, op_of, service_port, unicast_ip, unicast_mac
+
+    c: dict[str, float] = {}
+    dsts, ports, ops, lats = set(), set(), set(), []
+    fb = fp = 0.0
+    for e in evs:
+        f = e.fields
+        kind_col = {"flow": "n_flows", "arp": "n_arp", "weird": "n_weird"}.get(e.kind, "n_transactions")
+        cols = ["n_events", kind_col]
+        cols += [f"n_{e.action}"] if f"n_{e.action}" in FEATURES else []
+        cols += ["n_arp_reply"] if e.kind == "arp" and f.get("op") == "reply" else []
+        cols += ["n_arp_gratuitous"] if e.kind == "arp" and f.get("gratuitous") else []
+        cols += ["n_no_response"] if f.get("status") == "no_response" else []
+        cols += ["n_exception"] if f.get("exception") else []
+        d = e.dst
+        broadcast = (d.ip and not unicast_ip(d.ip)) or (d.mac and not unicast_mac(d.mac))
+        cols += ["n_broadcast_dst"] if broadcast else []
+        cols += ["n_new_talkers"] if Baseline.talker_key(e) not in known else []
+        for k in cols:
+            c[k] = c.get(k, 0.0) + 1
+        if e.kind == "flow":
+            fb += float(f.get("orig_bytes") or 0) + float(f.get("resp_bytes") or 0)
+            fp += float(f.get("orig_pkts") or 0) + float(f.get("resp_pkts") or 0)
+        dsts.add(node(d))
+        ports.add(service_port(e))
+        ops.add(f"{e.kind}:{op_of(e)}")
+        if isinstance(f.get("latency"), int | float):
+            lats.append(float(f["latency"]))
+    c.update(n_distinct_dst=len(dsts), n_distinct_dst_ports=len(ports), n_distinct_ops=len(ops))
+    if fp:
+        c["flow_bytes_per_pkt"] = fb / fp
+    if lats:
+        c["latency_mean"], c["latency_max"] = float(np.mean(lats)), max(lats)
+    return c
+
+
+def test_window_rows_match_the_column_definitions():
+    """Rows are counted per kind of exchange and expanded when the window closes: the same columns as
+    counting event by event (flows, ARP, weird, exceptions, timeouts, broadcasts, new talkers)."""
+    import random
+
+    rng = random.Random(5)
+    hosts = [Endpoint(f"10.0.0.{i}", None, f"02:00:00:00:00:{i:02x}") for i in range(1, 5)]
+    bcast = Endpoint("10.0.0.255", None, "ff:ff:ff:ff:ff:ff")
+    evs = []
+    for i in range(3000):
+        s, d = rng.choice(hosts), rng.choice([*hosts, bcast])
+        s = Endpoint(s.ip, rng.choice([40000, 40001, 502]), s.mac)
+        d = Endpoint(d.ip, rng.choice([502, 20000, 41000]), d.mac)
+        kind = rng.choice(["modbus", "modbus", "dnp3", "flow", "arp", "weird"])
+        f: dict = {"func": rng.choice(["READ_COILS", "WRITE_SINGLE_COIL"])}
+        if kind == "flow":
+            f = {"proto": "tcp", "service": "modbus", "conn_state": "SF", "orig_bytes": rng.randrange(100),
+                 "resp_bytes": rng.randrange(100), "orig_pkts": rng.randrange(1, 9), "resp_pkts": 2}
+        elif kind == "arp":
+            f = {"op": rng.choice(["request", "reply"]), "gratuitous": rng.random() < 0.2,
+                 "sender_ip": s.ip, "sender_mac": s.mac}
+        elif kind == "weird":
+            f = {"protocol": "modbus", "name": "bad_length"}
+        if rng.random() < 0.3:
+            f["latency"] = rng.choice([0.01, 2, True, "x", None])
+        if rng.random() < 0.1:
+            f["exception"] = "ILLEGAL_FUNCTION"
+        if rng.random() < 0.1:
+            f["status"] = "no_response"
+        action = rng.choice(["read", "write", "error", "other"])
+        evs.append(Event(f"e{i}", 1000.0 + i * 0.02, kind, "t", "s", s, d, action, f, Origin("c", (i,))))
+    known = {f"{h.ip}|10.0.0.2|modbus|502" for h in hosts}
+    X, keys = build_matrix(evs, known_pairs=known)
+    assert len(keys) > 20
+    by_row: dict[tuple[int, str], list[Event]] = {}
+    for e in evs:
+        by_row.setdefault((int(e.ts // 10), e.src.ip or e.src.mac), []).append(e)
+    assert sorted(by_row) == keys
+    for x, (b, src) in zip(X, keys, strict=True):
+        want = _row_by_hand(by_row[(b, src)], known)
+        assert dict(zip(FEATURES, x, strict=True)) == {k: float(want.get(k, 0.0)) for k in FEATURES}, (b, src)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import random
 import re
 from collections import Counter
 
@@ -185,3 +187,104 @@ def test_learning_more_after_checking_recompiles():
         p.learn(ev(100 + i, 200.0 + i, [("u1:ir:7", 58 + i % 3)]))
     p.finish_learning()
     assert p.check(ev(200, 300.0, [("u1:ir:7", 60)])) == []
+
+
+TIMING = {"process.missed_poll", "process.extra_poll", "process.latency"}
+
+
+def _stream(seed: int, n: int, t0: float, backwards: float = 0.0) -> list[Event]:
+    """A random Modbus-style poll stream: overlapping register blocks and coil blocks of one server,
+    a DNP3-style point list with a counter (going back with probability `backwards`), values mostly in
+    a band, now and then out of it, non-numbers, NaN."""
+    rng = random.Random(seed)
+    out = []
+    ts, ctr = t0, 0
+    for i in range(n):
+        ts += rng.choice([0.0005, 0.005, 0.01, 0.2, 1.0])
+        r = rng.random()
+        if r < 0.5:
+            a0 = rng.randrange(0, 60)
+            vals: list = [rng.randrange(100, 200) for _ in range(rng.randint(1, 12))]
+            if rng.random() < 0.05:
+                vals[rng.randrange(len(vals))] = rng.choice([5000, -7, 150.5, "x", None, float("nan"), True])
+            out.append(_mb(i, ts, a0, vals))
+        elif r < 0.75:
+            a0 = rng.randrange(0, 40)
+            vals = [rng.random() < 0.5 for _ in range(rng.randint(1, 16))]
+            if rng.random() < 0.05:
+                vals[0] = rng.choice([2, "on", None])
+            out.append(_mb(i, ts, a0, vals, func="READ_COILS"))
+        else:
+            k0 = rng.randrange(0, 20)
+            pts = [(f"1:ai:{k}", rng.randrange(-50, 50)) for k in range(k0, k0 + rng.randint(1, 8))]
+            if rng.random() < 0.1:
+                pts.append(("1:bi:3", rng.random() < 0.5))
+            ctr += -5 if rng.random() < backwards else rng.choice([1, 2, 3])
+            pts.append(("1:ctr:0", ctr))
+            if rng.random() < 0.05:
+                pts[0] = (pts[0][0], 900)
+            out.append(ev(i, ts, pts))
+    return out
+
+
+def test_block_checks_are_only_a_filter():
+    """The block checks (`_block`) may only skip per-point checks that could not alert: with them off,
+    the same alerts (ids and all) and, after every event, the same state of every learned point."""
+    train = _stream(1, 3000, 1000.0)
+    test = _stream(2, 3000, 5000.0, backwards=0.02) + _stream(3, 500, 6000.0)
+    q, r = learned(train), learned(train)
+    calls: Counter[bool] = Counter()
+
+    def counted(*a):
+        ok = ProcessTiming._block(q, *a)
+        calls[ok] += 1
+        return ok
+
+    q._block = counted
+    r._block = lambda *a: False  # every block to the per-point check
+    fast, slow = [], []
+    q.check(test[0]), r.check(test[0])  # compiles both
+    slots = [i for i, e in enumerate(r._ent) if e is not None]  # the others are never read
+    for e in test:
+        fast += [a.to_json() for a in q.check(e)]
+        slow += [a.to_json() for a in r.check(e)]
+        assert [(q._lts[i], q._lx[i]) for i in slots] == [(r._lts[i], r._lx[i]) for i in slots]
+    assert fast == slow
+    assert calls[True] > 1000 and calls[False] > 50  # both ways were taken
+    kinds = {json.loads(a)["fields"]["rule_id"] for a in fast}
+    assert {"process.range", "process.rate_of_change", "process.value", "process.counter"} <= kinds
+
+
+def test_a_value_outside_its_limits_keeps_its_block_on_the_per_point_check():
+    """After an out-of-range value the next in-range one is a jump: the rate check must see it even when
+    it comes long after (the block check alone would let it pass)."""
+    train = [_mb(i, 100.0 + i, 10, [50 + i % 3, 20]) for i in range(40)]
+    p = learned(train)
+
+    def point_alerts(e: Event) -> list[str]:  # (timing alerts aside: the polls are irregular here)
+        return [a.fields["rule_id"] for a in p.check(e) if a.fields["rule_id"] not in TIMING]
+
+    assert point_alerts(_mb(100, 200.0, 10, [51, 20])) == []
+    assert point_alerts(_mb(101, 201.0, 10, [5000, 20])) == ["process.range"]
+    assert point_alerts(_mb(102, 260.0, 10, [51, 20])) == ["process.rate_of_change"]  # 4949 in 59 s
+    assert point_alerts(_mb(103, 320.0, 10, [52, 20])) == []
+
+
+def test_a_non_number_inside_a_block_leaves_its_point_as_it_was():
+    """NaN, strings and None inside a block leave their point as it was: its next value is measured from
+    the last number."""
+
+    def tri(i: int) -> int:
+        return i % 100 if (i // 100) % 2 == 0 else 99 - i % 100
+
+    p = learned([_mb(i, 100.0 + i, 10, [tri(i), tri(i)]) for i in range(400)])
+
+    def point_alerts(e: Event) -> list[str]:
+        return [a.fields["rule_id"] for a in p.check(e) if a.fields["rule_id"] not in TIMING]
+
+    for bad in (float("nan"), "x", None):
+        assert point_alerts(_mb(1, 1000.0, 10, [50, 50])) == []
+        assert point_alerts(_mb(2, 1001.0, 10, [51, bad])) == []
+        # 40 in 1.5 s since the last number (50), learned 1/s
+        assert point_alerts(_mb(3, 1001.5, 10, [52, 90])) == ["process.rate_of_change"]
+        p._pts = None  # fresh protect state for the next case

@@ -46,6 +46,7 @@ class WindowModel(Layer):
         self._rows: list[np.ndarray] = []
         self._live = WindowFeatures(window, known_pairs)
         self._max_ts = float("-inf")
+        self._late = float("-inf")  # = (int(_max_ts // window) - 1) * window
 
     def set_known_pairs(self, pairs: set[str]) -> None:
         self._live.known = set(pairs)
@@ -98,6 +99,8 @@ class WindowModel(Layer):
         self.model, self.meta = load_model(p, FEATURES)
         self.window = float(self.meta.get("window_s", self.window))
         self._live.window = self.window
+        if self._max_ts > float("-inf"):
+            self._late = (int(self._max_ts // self.window) - 1) * self.window
         return True
 
     # ------------------------------------------------------------------ protect
@@ -105,13 +108,18 @@ class WindowModel(Layer):
         if self.model is None or ev.kind in ("alert", "asset"):
             return []
         out: list[Event] = []
-        if ev.ts > self._max_ts:
-            self._max_ts = ev.ts
+        ts, w, live = ev.ts, self.window, self._live
+        if ts > self._max_ts:
+            self._max_ts = ts
+            b = int(ts // w)
+            self._late = (b - 1) * w  # events before the window preceding the latest one's drop
             # close() would hand back nothing before the earliest open window has ended
-            if ev.ts >= self._live.next_close() and (int(ev.ts // self.window)) * self.window > 0:
-                out = self._score(self._live.close(ev.ts))
-        if ev.ts >= (int(self._max_ts // self.window) - 1) * self.window:  # late events of past windows drop
-            self._live.add(ev)
+            if live.min_b is not None and ts >= (live.min_b + 1) * live.window and b * w > 0:
+                out = self._score(live.close(ts))
+            if ts >= self._late:
+                live.add(ev, b if live.window == w else None)
+        elif ts >= self._late:  # late events of past windows drop
+            live.add(ev)
         return out
 
     def flush(self) -> list[Event]:
