@@ -96,12 +96,40 @@ def node(ep: Endpoint) -> str:
     return ep.ip or ep.mac or "?"
 
 
+_service_ports: frozenset[int] | None = None
+
+
+def service_ports() -> frozenset[int]:
+    """The ports of the parsed protocols (their modules' TCP_PORTS / UDP_PORTS defaults)."""
+    global _service_ports
+    if _service_ports is None:
+        from sensors import PROTOCOLS
+
+        _service_ports = frozenset(
+            int(p)
+            for m in PROTOCOLS.values()
+            for p in (*getattr(m, "TCP_PORTS", ()), *getattr(m, "UDP_PORTS", ()))
+        )
+    return _service_ports
+
+
+def src_serves(sp: int, dp: int) -> bool:
+    """True when the source port is the service side: the one port of the pair that is a known protocol
+    port (EtherNet/IP 44818, BACnet 47808 ... lie in the ephemeral range), else the one below
+    EPHEMERAL_MIN."""
+    known = _service_ports if _service_ports is not None else service_ports()
+    a, b = sp in known, dp in known
+    if a is not b:
+        return a
+    return dp >= EPHEMERAL_MIN > sp
+
+
 def service_port(ev: Event) -> int | None:
-    """The server-side port of an event: the destination's, unless only the source's looks like a service."""
+    """The server-side port of an event: the destination's, unless the source's serves (`src_serves`)."""
     sp, dp = ev.src.port, ev.dst.port
     if dp is None:
         return sp
-    if sp is not None and dp >= EPHEMERAL_MIN > sp:
+    if sp is not None and src_serves(sp, dp):
         return sp
     return dp
 
@@ -111,7 +139,7 @@ def server_side(ev: Event) -> tuple[Endpoint, Endpoint]:
     sp, dp = ev.src.port, ev.dst.port
     if dp is None and sp is None:
         return ev.dst, ev.src
-    if sp is not None and dp is not None and dp >= EPHEMERAL_MIN > sp:
+    if sp is not None and dp is not None and src_serves(sp, dp):
         return ev.dst, ev.src
     return ev.src, ev.dst
 
@@ -279,7 +307,7 @@ def info_key(ev: Event, op: str | None = None) -> tuple:
     """
     s, d, f = ev.src, ev.dst, ev.fields
     sp, dp = s.port, d.port
-    swap = (sp is None) if dp is None else (sp is not None and dp >= EPHEMERAL_MIN > sp)  # = server_side
+    swap = (sp is None) if dp is None else (sp is not None and src_serves(sp, dp))  # = server_side
     sport = sp if dp is None or swap else dp  # = service_port(ev)
     k = (ev.kind, s.ip, s.mac, d.ip, d.mac, sport, swap, ev.action, op_of(ev) if op is None else op)
     if ev.kind == "flow":

@@ -385,3 +385,27 @@ def test_block_write_checked_point_by_point_when_it_leaves_the_range():
     assert [a.fields["rule_id"] for a in out] == ["baseline.write"]
     assert out[0].fields["baseline_entry"]["key"].endswith("|WRITE_SINGLE_REGISTER:20")
     assert [a.fields["rule_id"] for a in b.check(block(3, -1, 2))] == ["baseline.write"]  # ref ...:-1
+
+
+def _cip(i: int, ts: float, cport: int, from_server: bool) -> Event:
+    c = Endpoint("10.0.0.5", cport, "02:00:00:00:00:05")
+    s = Endpoint("10.0.0.10", 44818, "02:00:00:00:00:10")
+    return Event(id=f"c{i}", ts=ts, kind="enip", tenant="t", sensor="s", src=s if from_server else c,
+                 dst=c if from_server else s, action="read", fields={"service": "Get_Attribute_Single"},
+                 origin=Origin("c", (i,)))
+
+
+def test_known_service_port_in_the_ephemeral_range_is_the_server():
+    """EtherNet/IP's 44818 lies above EPHEMERAL_MIN; a client's next connection (new ephemeral port, 50000+)
+    is the same talker pair, whichever side sends."""
+    from detect.baseline import server_side, service_port
+
+    for from_server in (False, True):
+        ev = _cip(0, 1.0, 50123, from_server)
+        client, server = server_side(ev)
+        assert (client.ip, server.ip, service_port(ev)) == ("10.0.0.5", "10.0.0.10", 44818)
+    b = Baseline()
+    for i in range(6):
+        b.learn(_cip(i, 10.0 + i, 50000, i % 2 == 1))
+    alerts = [a for i in range(6) for a in b.check(_cip(10 + i, 100.0 + i, 51000 + i, i % 2 == 1))]
+    assert alerts == []
