@@ -194,6 +194,7 @@ class ProcessTiming(Layer):
                     "numeric": True,
                     "monotonic": True,
                     "increases": 0,
+                    "step": 0.0,
                 }
             p["n"] += 1
             if v is not None and len(p["values"]) <= SMALL_SET and v not in p["values"]:
@@ -213,6 +214,7 @@ class ProcessTiming(Layer):
                     p["increases"] += 1
                 if dt > 1e-3:
                     p["rate"] = max(p["rate"], abs(x - last[1]) / dt)
+                p["step"] = max(p.get("step", 0.0), abs(x - last[1]))  # the largest change between samples
             self._last_val[k] = (ev.ts, x)
         ck = self.channel_key(ev)
         if len(self._ts[ck]) < MAX_TS_KEPT:
@@ -314,7 +316,7 @@ class ProcessTiming(Layer):
             ref = parts[2] if len(parts) == 3 else k
             span10 = 0.1 * (hi - lo) if lo is not None else 0.0
             e = [mode, vals, lo, hi, (lo or 0.0) - margin, (hi or 0.0) + margin, p["rate"], -1, k, ref,
-                 2 * p["rate"], span10]
+                 2 * p["rate"], span10, p.get("step", 0.0)]
             pts[k] = e
             singles.append(e)
             if len(parts) == 3:
@@ -378,6 +380,10 @@ class ProcessTiming(Layer):
         self._lx: list[Any] = [0.0] * len(ent)
         self._out = bytearray(len(ent))
         self._n_out = 0  # slots flagged in _out
+        # value-set points in alarm (an unseen value alerted; cleared by the next learned value): a point
+        # alerts when it enters the abnormal state, not again on every poll while it stays there (range
+        # points: `_out` before the update says the same)
+        self._alarm = bytearray(len(ent))
         slow = bytearray(len(ent))
         for runs, _ in addr.values():
             for run in runs:
@@ -529,9 +535,12 @@ class ProcessTiming(Layer):
         """
         if run.mode == _SET:
             try:
-                return run.vset.issuperset(vals)
+                ok = run.vset.issuperset(vals)
             except TypeError:  # an unhashable value
                 return False
+            if ok and self._alarm.count(1, s0, s0 + len(vals)):
+                self._alarm[s0 : s0 + len(vals)] = bytes(len(vals))
+            return ok
         n = len(vals)
         s1 = s0 + n
         lts = self._lts
@@ -626,6 +635,8 @@ class ProcessTiming(Layer):
                         continue
                     lts_[s], lx_[s] = lts, lx  # an alert: undo, the full check below builds it
             elif e[0] == _SET and v in e[1]:
+                if self._alarm[e[7]]:
+                    self._alarm[e[7]] = 0
                 continue
             a = self._check_point(ev, e, v)
             if a is not None:
@@ -661,6 +672,9 @@ class ProcessTiming(Layer):
         mode, vals = e[0], e[1]
         if mode == _SET:  # checked as a value set: few distinct bool/string values
             if v not in vals:
+                if self._alarm[e[7]]:  # still in alarm since its alert
+                    return None
+                self._alarm[e[7]] = 1
                 k, ref = e[8], e[9]
                 return self._alert(
                     ev,
@@ -674,6 +688,7 @@ class ProcessTiming(Layer):
                     ("T0832", "T0836"),
                     {"point": k, "value": v, "learned_values": vals},
                 )
+            self._alarm[e[7]] = 0
             return None
         if v.__class__ is int or v.__class__ is float:
             x = float(v) if math.isfinite(v) else None
@@ -688,7 +703,8 @@ class ProcessTiming(Layer):
         self._lts[s], self._lx[s] = ev.ts, x
         lo, hi = e[2], e[3]
         out = 0 if mode == _RANGE and e[4] <= x <= e[5] else 1
-        if out != self._out[s]:
+        was_out = self._out[s]
+        if out != was_out:
             self._out[s] = out
             self._n_out += 1 if out else -1
         if mode == _COUNTER:
@@ -707,6 +723,8 @@ class ProcessTiming(Layer):
                     {"point": k},
                 )
         elif x < e[4] or x > e[5]:
+            if was_out:  # still outside since its alert (latched until a value inside the limits)
+                return None
             k, ref = e[8], e[9]
             return self._alert(
                 ev,
@@ -727,7 +745,9 @@ class ProcessTiming(Layer):
             dt = ev.ts - lts
             if dt > 1e-3:
                 r = abs(x - lx) / dt
-                if r > 2 * rate and abs(x - lx) > 0.1 * (hi - lo):
+                # faster than twice the learned rate AND a bigger change than any between two learned
+                # samples: a learned step (a breaker, a setpoint change) seen over a shorter gap is not one
+                if r > 2 * rate and abs(x - lx) > 0.1 * (hi - lo) and abs(x - lx) > e[12]:
                     k, ref = e[8], e[9]
                     return self._alert(
                         ev,

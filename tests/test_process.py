@@ -288,3 +288,42 @@ def test_a_non_number_inside_a_block_leaves_its_point_as_it_was():
         # 40 in 1.5 s since the last number (50), learned 1/s
         assert point_alerts(_mb(3, 1001.5, 10, [52, 90])) == ["process.rate_of_change"]
         p._pts = None  # fresh protect state for the next case
+
+
+def _point_alerts(alerts) -> list[str]:
+    """The point-value alerts (not the timing ones: these crafted polls skip beats on purpose)."""
+    keep = ("process.range", "process.value", "process.rate_of_change", "process.counter")
+    return sorted(a.fields["rule_id"] for a in alerts if a.fields["rule_id"] in keep)
+
+
+def test_a_standing_deviation_alerts_once_until_the_point_returns_to_normal():
+    """A point that stays abnormal (a tripped breaker read by a slow integrity poll) alerts when it
+    enters the abnormal state, not on every poll; back to normal, the next deviation alerts again."""
+    train = [ev(i, 100.0 + i, [("u1:ir:7", 20 + (i % 5)), ("u1:bi:0", True)]) for i in range(30)]
+    p = learned(train)
+    for e in train:
+        assert p.check(e) == []
+    tripped = [("u1:ir:7", 0), ("u1:bi:0", False)]            # 0 A and False on every poll
+    ids = [_point_alerts(p.check(ev(50 + k, t, tripped))) for k, t in enumerate((200.0, 260.0, 320.0, 380.0))]
+    assert ids == [["process.range", "process.value"], [], [], []]
+    assert _point_alerts(p.check(ev(60, 440.0, [("u1:ir:7", 22), ("u1:bi:0", True)]))) == []   # closed again
+    assert _point_alerts(p.check(ev(61, 500.0, tripped))) == ["process.range", "process.value"]
+
+
+def test_rate_of_change_needs_a_change_bigger_than_any_learned_step():
+    """A step the plant makes while learning (a capacitor bank switching 40 -> 80) seen over a shorter gap
+    than usual is not a rate anomaly; a bigger jump over the same gap is."""
+    train = []
+    for i in range(40):
+        level = 80.0 if (i // 10) % 2 else 40.0               # a 40-unit step every 10 s, polled each 1 s
+        train.append(ev(i, 100.0 + i, [("u1:ir:9", level)]))
+    p = learned(train)
+    assert p.points["10.0.0.10|modbus|u1:ir:9"]["step"] == 40.0
+    for e in train:
+        assert p.check(e) == []
+    assert _point_alerts(p.check(ev(70, 150.0, [("u1:ir:9", 40.0)]))) == []
+    # the learned step 40 -> 80 over 0.2 s: 200/s, over twice the learned 40/s, but no bigger than learned
+    assert _point_alerts(p.check(ev(71, 150.2, [("u1:ir:9", 80.0)]))) == []
+    # back to 40, then 40 -> 84 over 0.2 s: inside the range limits (margin 10 %), a step larger than learned
+    assert _point_alerts(p.check(ev(72, 160.0, [("u1:ir:9", 40.0)]))) == []
+    assert _point_alerts(p.check(ev(73, 160.2, [("u1:ir:9", 84.0)]))) == ["process.rate_of_change"]
