@@ -114,6 +114,7 @@ def sensor_read(captures: tuple[str, ...], data_dir: str | None, config: str | N
         click.echo(f"icsight: {e} (events before it were kept)", err=True)
         code = errors.E_CAPTURE
     finally:
+        s.close()                       # the detection worker, if any
         for c in closers:
             c()
     _summary(s, n)
@@ -148,6 +149,7 @@ def sensor_live(iface: str, data_dir: str | None, config: str | None, bpf: str |
         click.echo(f"icsight: cannot capture on {iface}: {e}", err=True)
         code = errors.E_INTERFACE
     finally:
+        s.close()                       # the detection worker, if any
         for c in closers:
             c()
     _summary(s, n)

@@ -88,6 +88,7 @@ def run_demo(data_dir: Path) -> int:
     store = open_store(settings)
     sensor = build_sensor(settings, store)
     n = read_captures(sensor, [cap], [store.append])
+    sensor.close()
     from storage import EventQuery
 
     events = list(store.query(EventQuery(tenant=settings.tenant, limit=None)))

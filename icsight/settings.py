@@ -43,6 +43,9 @@ class Settings:
     # The site's rule lists ({name: [addresses or CIDRs]}), replacing the sample lists of rules/lists.yml
     # of the same name (engineering_hosts, iec104_masters ...).
     lists: dict[str, list[str]] = field(default_factory=dict)
+    # Detection in its own process, pipelined with the parsers (sensors.offload): null = when the
+    # machine has 2+ CPUs; false = inline in the sensor process.
+    detect_process: bool | None = None
 
     @property
     def db_path(self) -> Path:

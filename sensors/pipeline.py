@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -21,6 +22,7 @@ from icsight.events import Endpoint, Event, Origin, id_prefix
 from icsight.settings import Settings
 from sensors import base
 from sensors.flows import ACK, FIN, HIST_BIT, MAX_FLOW_FRAMES, RST, SYN, Conn, TcpHalf, seq_diff
+from sensors.offload import SKIP_KINDS, Offloaded
 
 # Link types (tcpdump.org/linktypes.html)
 LINKTYPE_NULL = 0
@@ -65,13 +67,21 @@ class Sensor:
 
     Call `begin(capture)` before a capture's frames and `end()` after them; `drain()` takes the
     events produced so far. `observers` get every event (the asset inventory is one) and may return
-    further events.
+    further events. `offload` is one more observer (detection), run after them in a worker process
+    (`sensors.offload`): same output, each batch drained one batch later; `close()` stops the worker.
     """
 
     def __init__(self, settings: Settings, protocols: dict[str, ModuleType] | None = None,
-                 observers: Iterable[Callable[[Event], Iterable[Event] | None]] = ()) -> None:
+                 observers: Iterable[Callable[[Event], Iterable[Event] | None]] = (),
+                 offload: Callable[[Event], Iterable[Event] | None] | None = None) -> None:
         from sensors import PROTOCOLS
 
+        self.offload: Offloaded | None = None
+        self._pending: list[tuple[list[Event], list[int]]] = []   # batches at the worker, in order
+        self._ready: list[Event] = []                              # their events with alerts merged in
+        if offload is not None:
+            self.offload = Offloaded(offload)
+            weakref.finalize(self, self.offload.close)
         self.settings = settings
         self.sensor_id, self.tenant = settings.sensor, settings.tenant
         self.protocols = PROTOCOLS if protocols is None else protocols
@@ -147,11 +157,44 @@ class Sensor:
                   src or Endpoint(), dst or Endpoint())
 
     def drain(self) -> list[Event]:
+        out, self.out = self.out, []
+        if self.offload is not None:
+            if out:
+                self._pending.append((out, self.offload.submit(out)))
+            self._collect(keep=1 if out else 0)     # the worker scores this batch while we parse on
+            out, self._ready = self._ready, []
         self.stats["frames"] = self.nframes
         for k, v in self.kind_counts.items():
             self.stats["events." + k] = v
-        out, self.out = self.out, []
         return out
+
+    def _collect(self, keep: int) -> None:
+        """Merge the worker's alerts into every pending batch but the newest `keep` (into `_ready`)."""
+        assert self.offload is not None
+        while len(self._pending) > keep:
+            batch, pos = self._pending.pop(0)
+            hits = self.offload.collect()
+            if not hits:
+                self._ready.extend(batch)
+                continue
+            counts = self.kind_counts
+            start = 0
+            n = len(batch)
+            for i, alerts in hits:
+                at = pos[i] + 1             # after the event and what the inline observers added for it
+                while at < n and batch[at].kind in SKIP_KINDS:
+                    at += 1
+                self._ready.extend(batch[start:at])
+                self._ready.extend(alerts)
+                for a in alerts:
+                    counts[a.kind] = counts.get(a.kind, 0) + 1
+                start = at
+            self._ready.extend(batch[start:])
+
+    def close(self) -> None:
+        """Stop the detection worker, if any (also done when the sensor is garbage-collected)."""
+        if self.offload is not None:
+            self.offload.close()
 
     # ------------------------------------------------------------------ frames
     def packet(self, frame: int, ts: float, data: bytes, linktype: int = LINKTYPE_ETHERNET) -> None:
@@ -685,8 +728,19 @@ class Sensor:
             self._frag_expired(key)
         for an in {id(a): a for a in self.l2.values()}.values():
             an.close(self.now)
+        if self.offload is not None:        # wait for the worker: every alert of this capture
+            out, self.out = self.out, []
+            if out:
+                self._pending.append((out, self.offload.submit(out)))
+            self._collect(keep=0)
         for obs in self.observers:          # end-of-capture events of observers (asset snapshots)
             finish = getattr(obs, "finish", None)
             for m in (finish() if finish is not None else None) or ():
                 self.out.append(m)
+                self.kind_counts[m.kind] = self.kind_counts.get(m.kind, 0) + 1
+        if self.offload is not None:        # then the worker's own end (windowed layers flushed)
+            self._ready.extend(self.out)
+            self.out = []
+            for m in self.offload.finish():
+                self._ready.append(m)
                 self.kind_counts[m.kind] = self.kind_counts.get(m.kind, 0) + 1
