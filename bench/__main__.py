@@ -9,6 +9,9 @@ as `icsight sensor read` runs it without detection: parsers, asset inventory, SQ
 Detection: every capture is also read with all rules and all learned layers in protect mode (state
 learned, outside the timing, from the first half of the capture's events, as `icsight detect learn`
 would), and the share of the sensor's throughput lost to detection is printed beside the 30 % target.
+That run is `icsight sensor read` as shipped: on 2+ CPUs detection runs in a worker process pipelined
+with the parsers (sensors/offload.py). A second run keeps detection inline, in the sensor's process:
+the share lost there is detection's whole CPU cost, also printed (with CPU seconds of both).
 BENCH_DETECT=1 adds a run with the rules alone (no learned state); BENCH_FULL_DETECT=0 skips the
 full-detection run.
 """
@@ -99,6 +102,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as d:
                 learned = _learn(cap, Path(d))
                 full = _sensor(cap, "detect", Path(d))
+                inline = _sensor(cap, "detect-inline", Path(d))
         ts = _tshark(cap) if kind == "modbus" else _tshark(cap, TSHARK_MIXED, MIXED_FILTER)
         frames = store["frames"]
         row = {"capture": kind, "packets": frames, "sensor_parse_pps": frames / parse["seconds"],
@@ -110,7 +114,12 @@ def main() -> None:
         if full is not None:
             row.update(sensor_detect_pps=frames / full["seconds"], detect_alerts=full["alerts"],
                        detect_max_rss_mb=full["max_rss_mb"], learned_events=learned["learned_events"],
-                       full_detection_cost=1 - store["seconds"] / full["seconds"])
+                       full_detection_cost=1 - store["seconds"] / full["seconds"],
+                       detect_worker=full["worker"], detect_worker_max_rss_mb=full["worker_max_rss_mb"],
+                       sensor_cpu_s=store["cpu_seconds"], detect_cpu_s=full["cpu_seconds"],
+                       sensor_inline_pps=frames / inline["seconds"], inline_alerts=inline["alerts"],
+                       inline_detection_cost=1 - store["seconds"] / inline["seconds"],
+                       inline_cpu_s=inline["cpu_seconds"])
         if ts:
             row.update(tshark_pps=frames / ts["seconds"], tshark_max_rss_mb=ts["max_rss_mb"],
                        tshark_modbus_pdus=ts["modbus_pdus"],
@@ -137,7 +146,13 @@ def main() -> None:
                   f"learned layers (protect; learned on the first {r['learned_events']:,} events) "
                   f"{r['sensor_detect_pps']:,.0f} pkt/s: {cost:.0%} of throughput lost to detection "
                   f"(target <= {DETECTION_TARGET:.0%}: {'met' if cost <= DETECTION_TARGET else 'not met'}), "
-                  f"{r['detect_alerts']} alerts, peak {r['detect_max_rss_mb']:.0f} MB")
+                  f"{r['detect_alerts']} alerts, peak {r['detect_max_rss_mb']:.0f} MB"
+                  + (f" + worker {r['detect_worker_max_rss_mb']:.0f} MB (shared pages in both)"
+                     if r["detect_worker"] else " (inline: one CPU)"))
+            print(f"{r['capture']}:   detection inline (one core) {r['sensor_inline_pps']:,.0f} pkt/s: "
+                  f"{r['inline_detection_cost']:.0%} lost, {r['inline_alerts']} alerts; CPU seconds: sensor "
+                  f"alone {r['sensor_cpu_s']:.1f}, with detection {r['detect_cpu_s']:.1f} "
+                  f"(worker) / {r['inline_cpu_s']:.1f} (inline)")
 
 
 if __name__ == "__main__":
