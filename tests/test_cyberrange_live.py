@@ -181,11 +181,20 @@ def _live_peer(tmp_path: Path, protocol: str, peer: str, *args: str) -> tuple[li
 
 @pytest.fixture(scope="module")
 def iec104_live(tmp_path_factory):
-    """One capture of the c104 exchange, shared by the tests that judge it."""
+    """One capture of the c104 exchange, shared by the tests that judge it.
+
+    Under CPU load c104 itself sometimes stalls a confirmation until its 10 s command timeout (its
+    threads call back into Python), whatever captures the loopback. A run where the peer reports such
+    a stall is repeated (at most 3 runs); the sensor is judged on the first clean exchange.
+    """
     if os.geteuid() != 0:
         pytest.skip("live capture needs root (raw sockets)")
     pytest.importorskip("c104")
-    return _live_peer(tmp_path_factory.mktemp("iec104"), "iec104", "iec104_peer")
+    for _ in range(3):
+        events, out = _live_peer(tmp_path_factory.mktemp("iec104"), "iec104", "iec104_peer")
+        if "False" not in out.split():
+            break
+    return events, out
 
 
 def test_live_capture_of_real_iec104_stack(iec104_live):
