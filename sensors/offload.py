@@ -18,6 +18,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import queue
 import signal
 import threading
 import traceback
@@ -101,6 +102,7 @@ class Offloaded:
                                 name="icsight-detect")
         self.proc.start()
         self.outstanding = 0
+        self.closed = False
 
     def submit(self, events: list[Event]) -> list[int]:
         """Send the events the observer wants; returns their positions in `events`."""
@@ -115,7 +117,7 @@ class Offloaded:
             try:
                 status, body = self.outbox.get(timeout=5.0)
                 break
-            except Exception:       # queue.Empty: is the worker still alive?
+            except queue.Empty:     # is the worker still alive?
                 if not self.proc.is_alive():
                     raise RuntimeError(f"detection worker died (exit code {self.proc.exitcode})") from None
         self.outstanding -= 1
@@ -131,10 +133,15 @@ class Offloaded:
 
     def close(self) -> None:
         """Stop the worker (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
         if self.proc.is_alive():
             self.inbox.put(None)
             self.proc.join(timeout=10)
             if self.proc.is_alive():
                 self.proc.kill()
+                self.proc.join()
+        self.inbox.cancel_join_thread()     # the worker is gone: exit never waits on input it left unread
         self.inbox.close()
         self.outbox.close()
