@@ -476,14 +476,7 @@ class ProcessTiming(Layer):
                     i0, n = a0 - run.amin, len(vals)
                     if i0 >= 0 and i0 + n <= run.size:  # one block of consecutive slots
                         s0 = run.s0 + i0
-                        mode = run.mode
-                        if mode == _SET:
-                            try:
-                                if not run.vset.issuperset(vals):
-                                    self._points(ev, zip(self._ent[s0 : s0 + n], vals, strict=True), out)
-                            except TypeError:  # an unhashable value
-                                self._points(ev, zip(self._ent[s0 : s0 + n], vals, strict=True), out)
-                        elif mode is None or not self._block(run, s0, vals, ts):
+                        if run.mode is None or not self._block(run, s0, vals, ts):
                             self._points(ev, zip(self._ent[s0 : s0 + n], vals, strict=True), out)
                     else:
                         self._points(ev, zip(map(fam[1].get, range(a0, a0 + n)), vals, strict=True), out)

@@ -327,3 +327,16 @@ def test_rate_of_change_needs_a_change_bigger_than_any_learned_step():
     # back to 40, then 40 -> 84 over 0.2 s: inside the range limits (margin 10 %), a step larger than learned
     assert _point_alerts(p.check(ev(72, 160.0, [("u1:ir:9", 40.0)]))) == []
     assert _point_alerts(p.check(ev(73, 160.2, [("u1:ir:9", 84.0)]))) == ["process.rate_of_change"]
+
+
+def test_a_standing_value_set_deviation_clears_on_address_values_records():
+    """The same latch for Modbus address/values records (a coil block checked as one value set): back
+    to a learned value, the next unseen value alerts again."""
+    train = [_mb(i, 100.0 + i, 0, [True, True], func="READ_COILS") for i in range(30)]
+    p = learned(train)
+    for e in train:
+        assert p.check(e) == []
+    seen = [_point_alerts(p.check(_mb(50 + k, t, 0, v, func="READ_COILS")))
+            for k, (t, v) in enumerate([(200.0, [False, True]), (201.0, [False, True]), (202.0, [True, True]),
+                                        (203.0, [False, True])])]
+    assert seen == [["process.value"], [], [], ["process.value"]]
