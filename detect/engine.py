@@ -1004,27 +1004,24 @@ class RuleEngine:
         from detect.alerts import AlertBuilder
 
         self.rules = list(rules)
-        self.by_kind: dict[str, list[Rule]] = {}
-        self.any_kind: list[Rule] = []
-        at_kind: dict[str, list[int]] = {}       # the same, as positions in self.rules
-        at_any: list[int] = []
+        at_kind: dict[str, list[int]] = {}       # positions in self.rules of the rules of each kind
+        at_any: list[int] = []                   # ... and of the rules of any kind
         kinds = [r.kinds() for r in self.rules]
-        for i, (r, ks) in enumerate(zip(self.rules, kinds, strict=True)):
+        for i, ks in enumerate(kinds):
             if ks is None:
-                self.any_kind.append(r)
                 at_any.append(i)
             else:
                 for k in ks:
-                    self.by_kind.setdefault(k, []).append(r)
                     at_kind.setdefault(k, []).append(i)
+        self.by_kind: dict[str, list[Rule]] = {k: [self.rules[i] for i in at] for k, at in at_kind.items()}
+        self.any_kind: list[Rule] = [self.rules[i] for i in at_any]
         self.windows: dict[str, OrderedDict[tuple, Any]] = {r.id: OrderedDict() for r in self.rules}
         self.last_alert: dict[tuple[str, tuple], float] = {}
         self.suppressed = 0
         self.matches = 0
         # `muted(rule, group) -> bool`: matches the site treats as normal (detect.tuning), dropped after
-        # the suppression bookkeeping and before the alert is explained and built; counted in `muted_n`
+        # the suppression bookkeeping and before the alert is explained and built (the hook counts them)
         self.muted: Any = None
-        self.muted_n = 0
         self.builder = AlertBuilder()
         # the index: per kind, the rules of `_candidates(kind)` in that order, with their step functions
         steps = [self._compile(r, ks) for r, ks in zip(self.rules, kinds, strict=True)]
@@ -1082,7 +1079,6 @@ class RuleEngine:
         if len(self.last_alert) > MAX_KEYS * 4:
             self._prune_alerts(event.ts)
         if self.muted is not None and self.muted(rule, m.group):
-            self.muted_n += 1
             return
         out.append(self.builder.build(m.explained()))
 

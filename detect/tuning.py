@@ -87,14 +87,14 @@ class RuleTuning:
 
     def known(self, alert: Event) -> bool:
         """Protect mode: True (and counted) when this rule alert's key is normal for the site."""
-        if tuning_key(alert) in self.entries:
-            self.dropped += 1
-            return True
-        return False
+        return self._drops(tuning_key(alert))
 
     def mutes(self, rule: Any, group: dict[str, Any]) -> bool:
         """The rule engine's `muted` hook: the same test as `known`, before the alert is built."""
-        if match_key(rule.id, group) in self.entries:
+        return self._drops(match_key(rule.id, group))
+
+    def _drops(self, key: str) -> bool:
+        if key in self.entries:
             self.dropped += 1
             return True
         return False

@@ -101,14 +101,12 @@ class Offloaded:
         self.proc = ctx.Process(target=_serve, args=(observer, self.inbox, self.outbox), daemon=True,
                                 name="icsight-detect")
         self.proc.start()
-        self.outstanding = 0
         self.closed = False
 
     def submit(self, events: list[Event]) -> list[int]:
         """Send the events the observer wants; returns their positions in `events`."""
         pos = [i for i, e in enumerate(events) if e.kind not in SKIP_KINDS]
         self.inbox.put(pickle.dumps([_pack(events[i]) for i in pos], pickle.HIGHEST_PROTOCOL))
-        self.outstanding += 1
         return pos
 
     def collect(self) -> list[tuple[int, list[Event]]]:
@@ -120,7 +118,6 @@ class Offloaded:
             except queue.Empty:     # is the worker still alive?
                 if not self.proc.is_alive():
                     raise RuntimeError(f"detection worker died (exit code {self.proc.exitcode})") from None
-        self.outstanding -= 1
         if status == "error":
             raise RuntimeError(f"detection worker failed:\n{body}")
         return body
@@ -128,7 +125,6 @@ class Offloaded:
     def finish(self) -> list[Event]:
         """The observer's end-of-input alerts (after every submitted batch)."""
         self.inbox.put(b"finish")
-        self.outstanding += 1
         return [a for _, alerts in self.collect() for a in alerts]
 
     def close(self) -> None:

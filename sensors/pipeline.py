@@ -159,14 +159,19 @@ class Sensor:
     def drain(self) -> list[Event]:
         out, self.out = self.out, []
         if self.offload is not None:
-            if out:
-                self._pending.append((out, self.offload.submit(out)))
+            self._submit(out)
             self._collect(keep=1 if out else 0)     # the worker scores this batch while we parse on
             out, self._ready = self._ready, []
         self.stats["frames"] = self.nframes
         for k, v in self.kind_counts.items():
             self.stats["events." + k] = v
         return out
+
+    def _submit(self, batch: list[Event]) -> None:
+        """Hand a non-empty batch to the detection worker; it waits in `_pending` for its alerts."""
+        if batch:
+            assert self.offload is not None
+            self._pending.append((batch, self.offload.submit(batch)))
 
     def _collect(self, keep: int) -> None:
         """Merge the worker's alerts into every pending batch but the newest `keep` (into `_ready`)."""
@@ -730,8 +735,7 @@ class Sensor:
             an.close(self.now)
         if self.offload is not None:        # wait for the worker: every alert of this capture
             out, self.out = self.out, []
-            if out:
-                self._pending.append((out, self.offload.submit(out)))
+            self._submit(out)
             self._collect(keep=0)
         for obs in self.observers:          # end-of-capture events of observers (asset snapshots)
             finish = getattr(obs, "finish", None)
